@@ -1,0 +1,207 @@
+"""Training data: folders of PNG/JPEG/TIFF/DICOM -> normalised ground truth -> (LR, HR) patches.
+
+Images are read with the runtime readers, normalised per image to [0, 1] (the runtime's
+:class:`~medsr_edge.runtime.transforms.Normalizer`) and kept in memory. Batches are sampled
+modality-balanced (the first folder under the data root names the modality), augmented on the
+HR patch, and degraded with the same :func:`~medsr_edge.runtime.transforms.degrade` that the
+benchmark uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..runtime.errors import ImageReadError
+from ..runtime.io import iter_image_files, read_image
+from ..runtime.transforms import Normalizer, crop_to_multiple, degrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sample:
+    hr: np.ndarray  # float32 (H, W) in [0, 1]
+    modality: str
+    path: Path
+
+
+def discover(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(file, modality) for every image under ``root``; with ``split``, only files in a folder
+    named ``split`` (the ``<modality>/<source>/<split>/`` layout of ``../shared/data``)."""
+    root = Path(root)
+    files = iter_image_files([root])
+    out = []
+    for f in files:
+        rel = f.relative_to(root).parts
+        if split and split not in rel[:-1]:
+            continue
+        out.append((f, rel[0] if len(rel) > 1 else "all"))
+    return out
+
+
+def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,
+                 limit_per_modality: int | None = None, min_size: int = 64) -> list[Sample]:
+    """Read and normalise every image (each frame of a multi-frame file is one sample).
+
+    denoise: None, ``"median"`` (3x3) or ``"gaussian"`` (sigma 0.5): optional clean-up of the
+    ground truth, e.g. for noisy low-dose CT.
+    """
+    counts: dict[str, int] = {}
+    samples = []
+    for path, modality in discover(root, split):
+        if limit_per_modality and counts.get(modality, 0) >= limit_per_modality:
+            continue
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        for frame in image.frames:
+            if min(frame.shape) < min_size:
+                continue
+            hr = norm.forward(frame)
+            if denoise == "median":
+                hr = ndimage.median_filter(hr, size=3)
+            elif denoise == "gaussian":
+                hr = ndimage.gaussian_filter(hr, 0.5)
+            samples.append(Sample(hr.astype(np.float32), modality, path))
+            counts[modality] = counts.get(modality, 0) + 1
+    if not samples:
+        raise FileNotFoundError(f"no readable images under {root}" + (f" in '{split}' folders" if split else ""))
+    return samples
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges of the HR-patch augmentations (flips and 90-degree turns always)."""
+
+    p_rotate: float = 0.25  # rotation by up to +-max_angle degrees
+    max_angle: float = 15.0
+    p_scale: float = 0.25  # isotropic zoom in [1/max_zoom, max_zoom]
+    max_zoom: float = 1.2
+    p_elastic: float = 0.1  # smooth elastic deformation
+    elastic_alpha: float = 6.0  # displacement amplitude, pixels
+    elastic_sigma: float = 12.0  # smoothness of the displacement field, pixels
+
+
+def _dihedral(arrs, rng):
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = []
+    for a in arrs:
+        a = np.rot90(a, k)
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out
+
+
+class PatchSampler:
+    """Draws (lr, hr) batches: lr (B, 1, P/scale, P/scale), hr (B, 1, P, P), float32 in [0, 1]."""
+
+    def __init__(self, samples: list[Sample], patch: int, scale: int, augment: AugmentConfig | None = None,
+                 blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balanced: bool = True) -> None:
+        if patch % scale:
+            raise ValueError(f"patch {patch} must be a multiple of scale {scale}")
+        self.samples = [s for s in samples if min(s.hr.shape) >= patch]
+        if not self.samples:
+            raise ValueError(f"no image is at least {patch}x{patch}")
+        self.patch, self.scale = patch, scale
+        self.augment = augment or AugmentConfig()
+        self.blur_sigma, self.noise_sigma = blur_sigma, noise_sigma
+        self.rng = np.random.default_rng(seed)
+        self.by_modality: dict[str, list[int]] = {}
+        for i, s in enumerate(self.samples):
+            self.by_modality.setdefault(s.modality if balanced else "all", []).append(i)
+
+    def _pick(self) -> Sample:
+        mods = sorted(self.by_modality)
+        idx = self.by_modality[mods[int(self.rng.integers(len(mods)))]]
+        return self.samples[idx[int(self.rng.integers(len(idx)))]]
+
+    def _geometric(self, img: np.ndarray, y: int, x: int) -> np.ndarray:
+        """Patch at (y, x) of size P, through a random rotation/zoom/elastic warp (cubic spline)."""
+        aug, rng, p = self.augment, self.rng, self.patch
+        angle = np.deg2rad(rng.uniform(-aug.max_angle, aug.max_angle)) if rng.random() < aug.p_rotate else 0.0
+        zoom = np.exp(rng.uniform(-1, 1) * np.log(aug.max_zoom)) if rng.random() < aug.p_scale else 1.0
+        elastic = rng.random() < aug.p_elastic
+        if angle == 0.0 and zoom == 1.0 and not elastic:
+            return img[y:y + p, x:x + p]
+        c = (p - 1) / 2.0
+        yy, xx = np.mgrid[0:p, 0:p].astype(np.float32) - c
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        sy = cos * yy - sin * xx + y + c
+        sx = sin * yy + cos * xx + x + c
+        if elastic:
+            for grid in (sy, sx):
+                grid += ndimage.gaussian_filter(rng.uniform(-1, 1, (p, p)), aug.elastic_sigma) * aug.elastic_alpha * aug.elastic_sigma
+        return ndimage.map_coordinates(img, [sy, sx], order=3, mode="reflect").clip(0, 1).astype(np.float32)
+
+    def hr_patch(self) -> np.ndarray:
+        """One augmented HR patch, preferring patches with content (not empty background)."""
+        for _ in range(8):
+            img = self._pick().hr
+            h, w = img.shape
+            y, x = int(self.rng.integers(h - self.patch + 1)), int(self.rng.integers(w - self.patch + 1))
+            patch = self._geometric(img, y, x)
+            if patch.std() > 0.02:
+                break
+        return _dihedral([patch], self.rng)[0]
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        hrs = [self.hr_patch() for _ in range(size)]
+        lrs = [degrade(h, self.scale, self.blur_sigma, self.noise_sigma, self.rng) for h in hrs]
+        return np.stack(lrs)[:, None], np.stack(hrs)[:, None]
+
+
+class CachedTripletSampler:
+    """(lr, hr, teacher_sr) patches from whole images degraded once and super-resolved once by
+    the teacher: distillation without running the teacher every step. Flips/90-degree turns only.
+    """
+
+    def __init__(self, lrs: list[np.ndarray], hrs: list[np.ndarray], teachers: list[np.ndarray],
+                 modalities: list[str], patch: int, scale: int, seed: int = 0) -> None:
+        self.lrs, self.hrs, self.teachers = lrs, hrs, teachers
+        self.patch, self.scale = patch, scale
+        self.rng = np.random.default_rng(seed)
+        self.by_modality: dict[str, list[int]] = {}
+        for i, m in enumerate(modalities):
+            if min(hrs[i].shape) >= patch:
+                self.by_modality.setdefault(m, []).append(i)
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out_l, out_h, out_t = [], [], []
+        mods = sorted(self.by_modality)
+        s, lp = self.scale, self.patch // self.scale
+        for _ in range(size):
+            for _ in range(8):
+                idx = self.by_modality[mods[int(self.rng.integers(len(mods)))]]
+                i = idx[int(self.rng.integers(len(idx)))]
+                lh, lw = self.lrs[i].shape
+                y, x = int(self.rng.integers(lh - lp + 1)), int(self.rng.integers(lw - lp + 1))
+                hr = self.hrs[i][y * s:(y + lp) * s, x * s:(x + lp) * s]
+                if hr.std() > 0.02:
+                    break
+            lr, hr, t = _dihedral([self.lrs[i][y:y + lp, x:x + lp], hr,
+                                   self.teachers[i][y * s:(y + lp) * s, x * s:(x + lp) * s]], self.rng)
+            out_l.append(lr), out_h.append(hr), out_t.append(t)
+        return np.stack(out_l)[:, None], np.stack(out_h)[:, None], np.stack(out_t)[:, None]
+
+
+def validation_set(samples: list[Sample], scale: int, per_modality: int = 4, crop: int = 256) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """A small fixed (lr, hr, modality) set for monitoring: centre crops of the first images."""
+    out, counts = [], {}
+    for s in samples:
+        if counts.get(s.modality, 0) >= per_modality:
+            continue
+        hr = crop_to_multiple(s.hr, scale)
+        h, w = hr.shape
+        c = min(crop, h, w) // scale * scale
+        y, x = (h - c) // 2 // scale * scale, (w - c) // 2 // scale * scale
+        hr = hr[y:y + c, x:x + c]
+        out.append((degrade(hr, scale), hr, s.modality))
+        counts[s.modality] = counts.get(s.modality, 0) + 1
+    return out

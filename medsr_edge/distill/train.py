@@ -1,0 +1,441 @@
+"""Training loops: ESRGAN teacher (``psnr`` stage with L1, ``gan`` stage with RaGAN + perceptual
++ L1 and an EMA generator) and the distillation of the teacher into the re-parameterizable student.
+
+CPU for small configs, CUDA (bf16 autocast) when present, several GPUs with ``torchrun`` (DDP).
+Every ``save_every`` iterations the full training state goes to ``OUT/ckpt/last.pt`` (resumed
+automatically) and the EMA generator to ``OUT/model.safetensors``; ``OUT/log.csv`` and
+``OUT/curves.png`` hold the losses and validation PSNR/SSIM.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .. import __version__
+from ..metrics import psnr, ssim
+from ..models import build_model, count_params, resolve_config
+from ..runtime.transforms import upscale_bicubic
+from .checkpoint import load_model, save_model
+from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
+from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """Shared options. Sizes in pixels of the high-resolution patch; ``lr`` is the learning rate."""
+
+    data: Path
+    out: Path
+    scale: int = 4
+    iters: int = 1000
+    batch: int = 16
+    patch: int = 128
+    lr: float = 2e-4
+    split: str | None = "train"
+    val_split: str | None = "val"
+    val_every: int = 250
+    save_every: int = 250
+    seed: int = 0
+    threads: int | None = None
+    denoise: str | None = None
+    blur_sigma: float = 0.0
+    noise_sigma: float = 0.0
+    limit_per_modality: int | None = None
+    ema_decay: float = 0.999
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# --------------------------------------------------------------------------- infrastructure
+
+
+class Context:
+    """Device, distributed rank and autocast, set up once from the environment (torchrun)."""
+
+    def __init__(self, threads: int | None, seed: int) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local)
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+        else:
+            self.device = torch.device("cpu")
+            if threads:
+                torch.set_num_threads(threads)
+        if self.world > 1:
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(seed + self.rank)
+        self.is_main = self.rank == 0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    def tensor(self, arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(arr).to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class RunLog:
+    """CSV log of losses and validation metrics, plus a PNG of the curves next to it."""
+
+    def __init__(self, out: Path, title: str) -> None:
+        self.path, self.png, self.title = out / "log.csv", out / "curves.png", title
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with open(self.path) as fh:
+                self.rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()} for r in csv.DictReader(fh)]
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".part")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        loss_keys = [k for k in self.rows[0] if k.startswith("loss")] if self.rows else []
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for k in loss_keys:
+            pts = [(r["iter"], r[k]) for r in self.rows if r.get(k) is not None]
+            if pts:
+                a.plot(*zip(*pts), label=k, lw=0.8)
+        a.set_yscale("log"), a.set_xlabel("iteration"), a.set_title("training losses"), a.legend(fontsize=7)
+        val = [r for r in self.rows if r.get("val_psnr") is not None]
+        if val:
+            it = [r["iter"] for r in val]
+            b.plot(it, [r["val_psnr"] for r in val], "o-", label="model PSNR")
+            b.plot(it, [r["val_psnr_bicubic"] for r in val], "--", label="bicubic PSNR")
+            b.set_ylabel("PSNR (dB)"), b.set_xlabel("iteration")
+            b2 = b.twinx()
+            b2.plot(it, [r["val_ssim"] for r in val], "s:", color="tab:green", label="model SSIM")
+            b2.set_ylabel("SSIM")
+            b.legend(loc="lower right", fontsize=7)
+        b.set_title("validation (val split, border crop = scale)")
+        fig.suptitle(self.title)
+        fig.tight_layout()
+        fig.savefig(self.png, dpi=90)
+        plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val: list, scale: int, device: torch.device) -> dict[str, float]:
+    """Mean PSNR/SSIM (data range 1, border crop = scale) of ``model`` and bicubic on ``val``."""
+    model.eval()
+    res = {"val_psnr": [], "val_ssim": [], "val_psnr_bicubic": []}
+    for lr, hr, _ in val:
+        sr = model(torch.from_numpy(lr)[None, None].to(device)).float().clamp(0, 1)[0, 0].cpu().numpy()
+        res["val_psnr"].append(psnr(sr, hr, scale))
+        res["val_ssim"].append(ssim(sr, hr, scale))
+        res["val_psnr_bicubic"].append(psnr(upscale_bicubic(lr, scale), hr, scale))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in res.items()}
+
+
+class Run:
+    """What every training loop shares: data, validation, logging, checkpoints and resume."""
+
+    def __init__(self, opts: TrainOptions, kind: str) -> None:
+        self.opts, self.kind = opts, kind
+        self.ctx = Context(opts.threads, opts.seed)
+        self.out = Path(opts.out)
+        self.ckpt = self.out / "ckpt" / "last.pt"
+        if self.ctx.is_main:
+            (self.out / "ckpt").mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out, kind) if self.ctx.is_main else None
+        t0 = time.time()
+        self.train_samples = load_samples(opts.data, opts.split, opts.denoise, opts.limit_per_modality)
+        val_samples = load_samples(opts.data, opts.val_split, None, 4) if opts.val_split else self.train_samples
+        self.val = validation_set(val_samples, opts.scale)
+        if self.ctx.is_main:
+            mods = {}
+            for s in self.train_samples:
+                mods[s.modality] = mods.get(s.modality, 0) + 1
+            log.info("loaded %d training images %s in %.0fs; %d validation crops", len(self.train_samples), mods, time.time() - t0, len(self.val))
+        self.modality_counts = {}
+        for s in self.train_samples:
+            self.modality_counts[s.modality] = self.modality_counts.get(s.modality, 0) + 1
+        self.start_time = time.time()
+        self.elapsed_before = 0.0
+
+    def sampler(self) -> PatchSampler:
+        o = self.opts
+        return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
+                            seed=o.seed * 1000 + self.ctx.rank)
+
+    def resume(self, modules: dict[str, Any]) -> int:
+        """Load ``OUT/ckpt/last.pt`` into modules/optimizers if present; return the next iteration."""
+        if not self.ckpt.exists():
+            return 0
+        state = torch.load(self.ckpt, map_location=self.ctx.device, weights_only=True)
+        for name, obj in modules.items():
+            unwrap(obj).load_state_dict(state[name]) if isinstance(obj, nn.Module) else obj.load_state_dict(state[name])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        log.info("resumed from %s at iteration %d", self.ckpt, state["iter"])
+        return int(state["iter"])
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
+
+    def save(self, it: int, modules: dict[str, Any], export: nn.Module, config: dict, extra: dict) -> None:
+        if not self.ctx.is_main:
+            return
+        state = {n: (unwrap(o).state_dict()) for n, o in modules.items()}
+        state.update(iter=it, elapsed_s=self.elapsed())
+        tmp = self.ckpt.with_suffix(".part")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt)
+        meta = self.meta(it, extra)
+        save_model(self.out / "model.safetensors", export, config, meta)
+
+    def meta(self, it: int, extra: dict) -> dict:
+        o = self.opts
+        last_val = next((r for r in reversed(self.log.rows) if r.get("val_psnr") is not None), {}) if self.log else {}
+        return {"kind": self.kind, "scale": o.scale, "in_channels": 1, "iterations": it,
+                "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch,
+                "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
+                "hardware": f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+                            + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
+                "torch": torch.__version__, "medsr_edge": __version__,
+                "normalisation": "per image to [0,1]: 8-bit 0..255, else image min..max; MONOCHROME1 inverted",
+                "degradation": {"kind": "bicubic-antialias", "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma},
+                "val_psnr": last_val.get("val_psnr"), "val_ssim": last_val.get("val_ssim"),
+                "val_psnr_bicubic": last_val.get("val_psnr_bicubic"), **extra}
+
+    def loop(self, start: int, step: Callable[[int], dict[str, float]], eval_model: Callable[[], nn.Module],
+             checkpoint: Callable[[int], None]) -> None:
+        """Run ``step(it)`` from ``start`` to ``opts.iters`` with progress bar, logging, validation."""
+        from tqdm import tqdm
+
+        o = self.opts
+        bar = tqdm(range(start, o.iters), initial=start, total=o.iters, disable=not self.ctx.is_main,
+                   desc=self.kind, dynamic_ncols=True, mininterval=5)
+        acc: dict[str, list[float]] = {}
+        for it in bar:
+            losses = step(it)
+            for k, v in losses.items():
+                acc.setdefault(k, []).append(v)
+            done = it + 1
+            if self.ctx.is_main and (done % 50 == 0 or done == o.iters):
+                row = {"iter": done, "time_s": round(self.elapsed(), 1), **{k: float(np.mean(v)) for k, v in acc.items()}}
+                acc = {}
+                if done % o.val_every == 0 or done == o.iters:
+                    row.update(evaluate(eval_model(), self.val, o.scale, self.ctx.device))
+                    bar.write(f"[{self.kind}] iter {done}: val PSNR {row['val_psnr']:.2f} dB "
+                              f"(bicubic {row['val_psnr_bicubic']:.2f}), SSIM {row['val_ssim']:.4f}")
+                self.log.add(row)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k.startswith("loss")})
+                if "val_psnr" in row:
+                    self.log.plot()
+            if done % o.save_every == 0 or done == o.iters:
+                checkpoint(done)
+        self.ctx.close()
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage: str = "psnr",
+                  init: str | Path | None = None, pixel_weight: float | None = None,
+                  perceptual_weight: float = 1.0, gan_weight: float = 5e-3, disc_config: str = "discriminator") -> Path:
+    """Train the RRDBNet teacher. ``stage="psnr"``: L1 only. ``stage="gan"``: ESRGAN losses
+    (pixel 1e-2, perceptual 1, RaGAN 5e-3 by default), initialised from ``init`` (the PSNR model)."""
+    if stage not in ("psnr", "gan"):
+        raise ValueError("stage must be 'psnr' or 'gan'")
+    run = Run(opts, f"teacher-{stage}")
+    ctx = run.ctx
+    cfg = resolve_config(config, scale=opts.scale)
+    if init:
+        gen, init_cfg, _ = load_model(init)
+        cfg = init_cfg
+        gen.train()
+    else:
+        gen = build_model(cfg)
+    gen = ctx.wrap(gen)
+    ema = AveragedModel(unwrap(gen), multi_avg_fn=get_ema_multi_avg_fn(opts.ema_decay)).to(ctx.device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    modules: dict[str, Any] = {"gen": gen, "ema": ema, "opt_g": opt_g}
+    if stage == "psnr":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, opts.iters, eta_min=opts.lr * 0.01)
+        modules["sched"] = sched
+        pixel_weight = 1.0 if pixel_weight is None else pixel_weight
+    else:
+        disc = ctx.wrap(build_model(disc_config))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+        percep = PerceptualLoss().to(ctx.device)
+        modules.update(disc=disc, opt_d=opt_d)
+        pixel_weight = 1e-2 if pixel_weight is None else pixel_weight
+    start = run.resume(modules)
+    sampler = run.sampler()
+    if ctx.is_main:
+        log.info("%s: %s, %d parameters, stage %s, iterations %d..%d", run.kind, cfg.get("name", cfg["type"]),
+                 count_params(unwrap(gen)), stage, start, opts.iters)
+
+    def step(it: int) -> dict[str, float]:
+        lr_np, hr_np = sampler.batch(opts.batch)
+        lr_t, hr_t = ctx.tensor(lr_np), ctx.tensor(hr_np)
+        if stage == "psnr":
+            with ctx.autocast():
+                loss = F.l1_loss(gen(lr_t).float(), hr_t)
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+            sched.step()
+            ema.update_parameters(unwrap(gen))
+            return {"loss_l1": loss.item()}
+        # GAN stage: generator step (D frozen), then discriminator step.
+        disc.requires_grad_(False)
+        with ctx.autocast():
+            sr = gen(lr_t).float()
+            real_logits, real_feats = unwrap(disc)(hr_t, return_features=True)
+            fake_logits, fake_feats = unwrap(disc)(sr, return_features=True)
+            l_pix = F.l1_loss(sr, hr_t)
+            l_per = percep(sr, hr_t, fake_feats, real_feats)
+            l_gan = ragan_g_loss(real_logits.detach().float(), fake_logits.float())
+            loss_g = pixel_weight * l_pix + perceptual_weight * l_per + gan_weight * l_gan
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        ema.update_parameters(unwrap(gen))
+        disc.requires_grad_(True)
+        with ctx.autocast():
+            loss_d = ragan_d_loss(disc(hr_t).float(), disc(sr.detach()).float())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        return {"loss_pix": l_pix.item(), "loss_percep": l_per.item(), "loss_gan": l_gan.item(), "loss_d": loss_d.item()}
+
+    extra = {"config": cfg, "stage": stage, "init": str(init) if init else None,
+             "losses": ({"l1": 1.0} if stage == "psnr" else
+                        {"pixel_l1": pixel_weight, "perceptual": perceptual_weight, "ragan": gan_weight,
+                         "perceptual_mode": percep.mode}), "ema_decay": opts.ema_decay}
+    run.loop(start, step, lambda: ema.module,
+             lambda it: run.save(it, modules, ema.module, cfg, extra))
+    return run.out / "model.safetensors"
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+@torch.no_grad()
+def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 128):
+    """Degrade every training image once and super-resolve it with the teacher (tile by tile)."""
+    from ..runtime.transforms import crop_to_multiple, degrade
+    from tqdm import tqdm
+
+    lrs, hrs, outs, mods = [], [], [], []
+    for s in tqdm(samples, desc="teacher cache", mininterval=5):
+        hr = crop_to_multiple(s.hr, scale)
+        lr = degrade(hr, scale)
+        out = np.empty_like(hr)
+        pad = 8
+        h, w = lr.shape
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                y0, x0 = max(y - pad, 0), max(x - pad, 0)
+                y1, x1 = min(y + tile + pad, h), min(x + tile + pad, w)
+                sr = teacher(torch.from_numpy(lr[y0:y1, x0:x1])[None, None].to(device)).float().clamp(0, 1)[0, 0].cpu().numpy()
+                yy, xx = (y - y0) * scale, (x - x0) * scale
+                th, tw = (min(y + tile, h) - y) * scale, (min(x + tile, w) - x) * scale
+                out[y * scale:y * scale + th, x * scale:x * scale + tw] = sr[yy:yy + th, xx:xx + tw]
+        lrs.append(lr), hrs.append(hr), outs.append(out), mods.append(s.modality)
+    return lrs, hrs, outs, mods
+
+
+def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | dict = "student",
+                    teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True) -> Path:
+    """Distil the teacher into the student: L1 to ground truth + ``teacher_weight`` x L1 to the
+    teacher's output. With ``cache_teacher`` the teacher runs once over the training images
+    (flip/rotate-90 augmentation only); without it, every batch (all augmentations)."""
+    run = Run(opts, "distill")
+    ctx = run.ctx
+    teacher, t_cfg, t_meta = load_model(teacher_path, ctx.device)
+    teacher.requires_grad_(False)
+    if int(t_meta.get("scale", opts.scale)) != opts.scale:
+        raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
+    cfg = resolve_config(config, scale=opts.scale)
+    student = ctx.wrap(build_model(cfg))
+    ema = AveragedModel(unwrap(student), multi_avg_fn=get_ema_multi_avg_fn(opts.ema_decay)).to(ctx.device)
+    opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * 0.01)
+    modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}
+    start = run.resume(modules)
+    if cache_teacher:
+        cached = CachedTripletSampler(*_teacher_cache(teacher, run.train_samples, opts.scale, ctx.device),
+                                      patch=opts.patch, scale=opts.scale, seed=opts.seed * 1000 + ctx.rank)
+    else:
+        sampler = run.sampler()
+    if ctx.is_main:
+        log.info("distill: student %s, %d parameters (training form), teacher %s", cfg.get("name", cfg["type"]),
+                 count_params(unwrap(student)), teacher_path)
+        t_val = evaluate(teacher, run.val, opts.scale, ctx.device)
+        log.info("teacher on the validation crops: PSNR %.2f dB (bicubic %.2f), SSIM %.4f",
+                 t_val["val_psnr"], t_val["val_psnr_bicubic"], t_val["val_ssim"])
+
+    def step(it: int) -> dict[str, float]:
+        if cache_teacher:
+            lr_np, hr_np, t_np = cached.batch(opts.batch)
+            t_out = ctx.tensor(t_np)
+        else:
+            lr_np, hr_np = sampler.batch(opts.batch)
+            with torch.no_grad(), ctx.autocast():
+                t_out = teacher(ctx.tensor(lr_np)).float().clamp(0, 1)
+        lr_t, hr_t = ctx.tensor(lr_np), ctx.tensor(hr_np)
+        with ctx.autocast():
+            sr = student(lr_t).float()
+            l_gt = F.l1_loss(sr, hr_t)
+            l_kd = F.l1_loss(sr, t_out)
+            loss = gt_weight * l_gt + teacher_weight * l_kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(unwrap(student))
+        return {"loss_gt": l_gt.item(), "loss_kd": l_kd.item()}
+
+    extra = {"config": cfg, "teacher": str(teacher_path), "teacher_config": t_cfg,
+             "losses": {"l1_gt": gt_weight, "l1_teacher": teacher_weight}, "cache_teacher": cache_teacher,
+             "ema_decay": opts.ema_decay}
+    run.loop(start, step, lambda: ema.module,
+             lambda it: run.save(it, modules, ema.module, cfg, extra))
+    return run.out / "model.safetensors"

@@ -1,0 +1,56 @@
+"""Network architectures (torch) and a small registry that builds them from a config dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .discriminator_arch import UNetDiscriminatorSN
+from .rrdbnet_arch import RRDBNet
+from .student_arch import RepConv, RepSRNet
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "RRDBNet": RRDBNet,
+    "RepSRNet": RepSRNet,
+    "UNetDiscriminatorSN": UNetDiscriminatorSN,
+}
+
+# Named configs. ``esrgan-full`` is the canonical ESRGAN teacher (16.7 M parameters, a GPU job);
+# the smaller ones train on a 2-core CPU in hours.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "esrgan-full": {"type": "RRDBNet", "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
+    "esrgan-small": {"type": "RRDBNet", "num_feat": 32, "num_block": 6, "num_grow_ch": 16},
+    "esrgan-tiny": {"type": "RRDBNet", "num_feat": 16, "num_block": 2, "num_grow_ch": 8},
+    "student": {"type": "RepSRNet", "num_feat": 32, "num_block": 5, "expand": 2},
+    "student-tiny": {"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2},
+    "discriminator": {"type": "UNetDiscriminatorSN", "num_feat": 64},
+    "discriminator-small": {"type": "UNetDiscriminatorSN", "num_feat": 32},
+}
+
+
+def resolve_config(config: str | dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Return a full config dict from a config name or dict, with ``overrides`` applied."""
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise KeyError(f"unknown model config {config!r}; known: {', '.join(CONFIGS)}")
+        cfg = {"name": config, **CONFIGS[config]}
+    else:
+        cfg = dict(config)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def build_model(config: str | dict[str, Any], **overrides: Any) -> nn.Module:
+    """Build a network from a config name or dict (``{"type": "RRDBNet", ...}``)."""
+    cfg = resolve_config(config, **overrides)
+    kwargs = {k: v for k, v in cfg.items() if k not in ("type", "name")}
+    return ARCHS[cfg["type"]](**kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ARCHS", "CONFIGS", "RRDBNet", "RepConv", "RepSRNet", "UNetDiscriminatorSN",
+           "build_model", "count_params", "resolve_config"]
