@@ -31,7 +31,7 @@ from .. import __version__
 from ..metrics import psnr, ssim
 from ..models import build_model, count_params, resolve_config
 from ..runtime.transforms import upscale_bicubic
-from .checkpoint import load_model, save_model
+from ..models.checkpoint import load_model, save_model
 from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
 

@@ -85,15 +85,14 @@ class RepSRNet(nn.Module):
         self.tail = RepConv(num_feat, num_out_ch * scale * scale, expand)
         self.shuffle = nn.PixelShuffle(scale)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = torch.relu(self.head(x))
         out = feat
         for block in self.body:
             out = torch.relu(block(out))
         out = self.tail(out + feat)
         anchor = torch.repeat_interleave(x, self.scale * self.scale, dim=1)
-        sr = self.shuffle(out + anchor)
-        return (sr, feat) if return_features else sr
+        return self.shuffle(out + anchor)
 
     def reparameterize(self) -> "RepSRNet":
         """Fold every RepConv into a plain 3x3 convolution; returns self for chaining."""

@@ -99,3 +99,135 @@ def read_dicom(path: Path) -> Image:
                  invert=photometric == "MONOCHROME1", dataset=ds_nopix,
                  meta={"modality": str(ds.get("Modality", "")), "bits_stored": bits_stored,
                        "rescale": params, "transfer_syntax": str(ts.name) if ts else ""})
+
+
+PURPOSE_SOURCE = ("121322", "DCM", "Source image for image processing operation")
+DERIVATION_CODE = ("113085", "DCM", "Spatial resampling")
+# MR Pulse Sequence module attributes that are present only when Image Type value 1 is ORIGINAL/MIXED.
+MR_ORIGINAL_ONLY = ("BulkMotionCompensationTechnique", "CoverageOfKSpace", "EchoPlanarPulseSequence",
+                    "EchoPulseSequence", "GeometryOfKSpaceTraversal", "MRAcquisitionType", "MultiPlanarExcitation",
+                    "NumberOfKSpaceTrajectories", "OversamplingPhase", "PhaseContrast", "PulseSequenceName",
+                    "RectilinearPhaseEncodeReordering", "SaturationRecovery", "SegmentedKSpaceTraversal",
+                    "SpectrallySelectedSuppression", "SteadyStatePulseSequence", "TimeOfFlightContrast")
+SCALED_SPACING = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+
+
+def _code(ds_cls, value: tuple[str, str, str]):
+    item = ds_cls()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value
+    return item
+
+
+def _scale_spacing(item, scale: int) -> None:
+    for kw in SCALED_SPACING:
+        if kw in item and item[kw].value:
+            item[kw].value = [f"{float(v) / scale:.10g}" for v in item[kw].value]
+    for seq_kw in ("PixelMeasuresSequence",):
+        for sub in item.get(seq_kw, []) or []:
+            _scale_spacing(sub, scale)
+
+
+def _derive_frame_types(item) -> None:
+    for kw in ("CTImageFrameTypeSequence", "MRImageFrameTypeSequence", "XRayImageFrameTypeSequence"):
+        for sub in item.get(kw, []) or []:
+            if "FrameType" in sub and len(sub.FrameType) >= 2:
+                sub.FrameType = ["DERIVED", "PRIMARY", *list(sub.FrameType)[2:]]
+
+
+def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: str):
+    """A new pydicom Dataset for the enhanced ``frames`` (modality units, (F, H*s, W*s))."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    src = image.dataset
+    ds = src.copy()
+    for elem in list(ds):  # overlays, icons and pixel statistics describe the old pixel grid
+        if elem.tag.element == 0 or 0x6000 <= elem.tag.group <= 0x601E or elem.keyword in (
+                "IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
+                "SmallestPixelValueInSeries", "LargestPixelValueInSeries", "PixelPaddingRangeLimit"):
+            del ds[elem.tag]
+    f, h, w = frames.shape
+    ds.Rows, ds.Columns = h, w
+    _scale_spacing(ds, scale)
+    enhanced = ("SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+                or "Enhanced" in str(getattr(src.SOPClassUID, "name", "")))
+    if enhanced and not ds.get("SharedFunctionalGroupsSequence"):
+        ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+    for group in list(ds.get("SharedFunctionalGroupsSequence", []) or []) + list(ds.get("PerFrameFunctionalGroupsSequence", []) or []):
+        _scale_spacing(group, scale)
+        _derive_frame_types(group)
+    image_type = list(ds.get("ImageType", []) or [])
+    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *image_type[2:]]
+    now = _dt.datetime.now()
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    if "InstanceCreationDate" in ds:
+        ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    if "SeriesNumber" in ds and ds.SeriesNumber is not None:
+        ds.SeriesNumber = int(ds.SeriesNumber) + 1000
+    ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) + f" SR x{scale}").strip()[:64]
+    source = Dataset()
+    source.ReferencedSOPClassUID = src.SOPClassUID
+    source.ReferencedSOPInstanceUID = src.SOPInstanceUID
+    source.PurposeOfReferenceCodeSequence = Sequence([_code(Dataset, PURPOSE_SOURCE)])
+    if enhanced:
+        deriv = Dataset()
+        deriv.DerivationDescription = description[:1024]
+        deriv.DerivationCodeSequence = Sequence([_code(Dataset, DERIVATION_CODE)])
+        deriv.SourceImageSequence = Sequence([source])
+        ds.SharedFunctionalGroupsSequence[0].DerivationImageSequence = Sequence([deriv])
+        ref_sop = Dataset()
+        ref_sop.ReferencedSOPClassUID = src.SOPClassUID
+        ref_sop.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        ref_series = Dataset()
+        ref_series.SeriesInstanceUID = src.SeriesInstanceUID
+        ref_series.ReferencedSOPSequence = Sequence([ref_sop])
+        evidence = Dataset()
+        evidence.StudyInstanceUID = src.StudyInstanceUID
+        evidence.ReferencedSeriesSequence = Sequence([ref_series])
+        ds.SourceImageEvidenceSequence = Sequence([evidence])
+        tags = {pydicom.datadict.tag_for_keyword(kw) for kw in MR_ORIGINAL_ONLY}
+        ds.walk(lambda d, elem: d.__delitem__(elem.tag) if elem.tag in tags else None)
+        for item in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
+            if "DerivationImageSequence" in item:
+                del item.DerivationImageSequence
+    else:
+        ds.DerivationDescription = description[:1024]
+        ds.DerivationCodeSequence = Sequence([_code(Dataset, DERIVATION_CODE)])
+        ds.SourceImageSequence = Sequence([source])
+    ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO") or "NO"
+    # Pixels: 16-bit stored values, same BitsStored/sign, same rescale (HU kept).
+    bits_stored = int(image.meta.get("bits_stored", 16))
+    signed = image.dtype == np.int16
+    lo = -(2 ** (bits_stored - 1)) if signed else 0
+    hi = 2 ** (bits_stored - 1) - 1 if signed else 2 ** bits_stored - 1
+    stored = np.empty((f, h, w), np.int16 if signed else np.uint16)
+    for i, (slope, intercept) in enumerate(image.meta.get("rescale", [(1.0, 0.0)] * f)[:f]):
+        stored[i] = np.clip(np.rint((frames[i] - intercept) / slope), lo, hi)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.SamplesPerPixel = 1
+    if "NumberOfFrames" in ds or f > 1:
+        ds.NumberOfFrames = f
+    ds.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+    ds["PixelData"].VR = "OW"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "MEDSR_EDGE_01"
+    ds.file_meta = meta
+    ds.set_original_encoding(False, True)
+    return ds
+
+
+def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str) -> None:
+    """Write the derived DICOM atomically (never onto the input)."""
+    if image.dataset is None:
+        raise ImageWriteError(path, "DICOM output needs a DICOM input; write .png or .tif instead")
+    ds = derived_dataset(image, frames, scale, description)
+    atomic_write(Path(path), lambda tmp: ds.save_as(tmp, enforce_file_format=True))

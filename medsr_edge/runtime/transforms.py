@@ -37,11 +37,11 @@ class Normalizer:
         return 1.0 - y if self.invert else y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        """[0, 1] (values outside are clipped) -> float64 modality units; rounding is the writer's."""
-        y = np.clip(np.asarray(y, np.float64), 0.0, 1.0)
+        """[0, 1] (values outside are clipped) -> float32 modality units; rounding is the writer's."""
+        y = np.clip(np.asarray(y, np.float32), 0.0, 1.0)
         if self.invert:
             y = 1.0 - y
-        return y * (self.hi - self.lo) + self.lo
+        return y * np.float32(self.hi - self.lo) + np.float32(self.lo)
 
 
 def resize_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

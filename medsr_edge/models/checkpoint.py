@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from ..models import build_model
+from . import build_model
 from ..runtime.errors import ModelError
 
 MODEL_FILE = "model.safetensors"

@@ -1,0 +1,1 @@
+"""The ``medsr-edge`` command line: a thin layer over runtime, distill, export and benchmarks."""

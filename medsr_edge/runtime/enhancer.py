@@ -1,0 +1,112 @@
+"""The reusable inference class: model loading, normalisation, tiling with feathered blending.
+
+>>> enh = Enhancer("student-x4")               # shipped model, ONNX Runtime on the CPU
+>>> sr01 = enh.enhance_array(lr01)              # float32 (H, W) in [0, 1] -> (4H, 4W)
+>>> frames, norm = enh.enhance_image(image)     # an Image from runtime.io, in its own units
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .io import Image
+from .models import DEFAULT_MODEL, resolve_model
+from .transforms import Normalizer
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering [0, length) with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = max(tile - overlap, 1)
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def blend_weights(length: int, starts: list[int], tile: int, overlap: int) -> list[np.ndarray]:
+    """1-D weights per tile that sum to exactly 1 at every position (a partition of unity).
+
+    Inside a tile the raw weight is 1, falling linearly to ~0 across the outer ``overlap`` pixels
+    of every edge shared with another tile (the outer half is ~0: those outputs see zero padding).
+    The 2-D weight of a tile is the outer product of its row and column weights, so the blended
+    output needs no extra normalisation buffer.
+    """
+    eps = 1e-6
+    raw = []
+    for s in starts:
+        e = min(s + tile, length)
+        x = np.arange(s, e, dtype=np.float64)
+        w = np.ones(e - s)
+        if s > 0:
+            w = np.minimum(w, np.clip((x - s - overlap / 2 + 0.5) / max(overlap / 2, 1), eps, 1))
+        if e < length:
+            w = np.minimum(w, np.clip((e - x - overlap / 2 - 0.5) / max(overlap / 2, 1), eps, 1))
+        raw.append(w)
+    total = np.zeros(length)
+    for s, w in zip(starts, raw):
+        total[s:s + len(w)] += w
+    return [(w / total[s:s + len(w)]).astype(np.float32) for s, w in zip(starts, raw)]
+
+
+class Enhancer:
+    """Super-resolve single-channel images with an exported model.
+
+    model: a shipped name (``student-x4``, ``teacher-x4``) or a path to .onnx/.engine/.safetensors.
+    backend: auto | onnxruntime | tensorrt | torch. precision: fp32 | fp16 | int8 (for names).
+    tile: tile side in input pixels (0 = whole image at once); overlap: input pixels shared by
+    neighbouring tiles (>= the network's receptive radius gives seamless output).
+    """
+
+    def __init__(self, model: str | Path = DEFAULT_MODEL, backend: str = "auto", precision: str = "fp32",
+                 tile: int = 256, overlap: int = 16, device: str = "auto", threads: int | None = None,
+                 scale: int | None = None) -> None:
+        chosen = "onnxruntime" if backend == "auto" else backend
+        if chosen == "tensorrt" and Path(str(model)).suffix == "":
+            pass  # a name: resolve_model picks the .engine
+        self.model_path = resolve_model(model, chosen, precision)
+        self.backend: Backend = open_backend(self.model_path, backend if Path(str(model)).suffix else chosen,
+                                             device, threads, scale)
+        self.scale = self.backend.scale
+        self.tile, self.overlap = int(tile), int(overlap)
+        self.model_name = str(self.backend.meta.get("model_name", Path(self.model_path).stem))
+
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
+
+    def describe(self) -> str:
+        """'student-x4 0.1.0 (onnxruntime, int8)' for DerivationDescription and logs."""
+        return f"{self.model_name} {self.backend.meta.get('version', '')} ({self.backend.name}, {self.precision})".replace("  ", " ")
+
+    def _run(self, lr: np.ndarray) -> np.ndarray:
+        return self.backend.run(lr[None, None])[0, 0]
+
+    def enhance_array(self, lr: np.ndarray) -> np.ndarray:
+        """float (H, W) in [0, 1] -> float32 (H*scale, W*scale), clipped to [0, 1]."""
+        lr = np.ascontiguousarray(lr, np.float32)
+        if lr.ndim != 2:
+            raise ValueError(f"expected a 2-D image, got shape {lr.shape}")
+        h, w = lr.shape
+        s, t = self.scale, self.tile
+        if t <= 0 or (h <= t and w <= t):
+            return np.clip(self._run(lr), 0.0, 1.0)
+        ov = min(self.overlap, t // 2)
+        ys, xs = tile_starts(h, t, ov), tile_starts(w, t, ov)
+        wy = blend_weights(h * s, [y * s for y in ys], t * s, ov * s)
+        wx = blend_weights(w * s, [x * s for x in xs], t * s, ov * s)
+        out = np.zeros((h * s, w * s), np.float32)
+        for y, wyy in zip(ys, wy):
+            for x, wxx in zip(xs, wx):
+                sr = self._run(lr[y:y + t, x:x + t])
+                th, tw = sr.shape
+                out[y * s:y * s + th, x * s:x * s + tw] += sr * wyy[:, None] * wxx[None, :]
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def enhance_image(self, image: Image) -> tuple[np.ndarray, Normalizer]:
+        """Enhance every frame of an Image; returns (frames in modality units, float64, the normaliser)."""
+        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        out = np.stack([norm.inverse(self.enhance_array(norm.forward(f))) for f in image.frames])
+        return out, norm

@@ -1,0 +1,55 @@
+"""Shipped models: names such as ``student-x4`` resolve to files in ``medsr_edge/weights``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..formats import FORMATS, artifact_name, format_for, format_of_file
+from .errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "student-x4"
+
+
+def shipped_models() -> dict[str, list[Path]]:
+    """{model name: [artifact files]} for everything in the weights folder."""
+    out: dict[str, list[Path]] = {}
+    if not WEIGHTS_DIR.is_dir():
+        return out
+    for f in sorted(WEIGHTS_DIR.iterdir()):
+        for fmt in sorted(FORMATS, key=lambda x: -len(x.suffix)):
+            if f.name.endswith(fmt.suffix):
+                out.setdefault(f.name[: -len(fmt.suffix)], []).append(f)
+                break
+    return out
+
+
+def model_card(name: str) -> dict:
+    """The JSON model card of a shipped model ({} when there is none)."""
+    path = WEIGHTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_model(model: str | Path, backend: str, precision: str) -> Path:
+    """File for a model name or path. A path is returned as is (after a check that it exists);
+    a name picks the artifact of ``backend`` at ``precision``, e.g. student-x4 + onnxruntime + int8
+    -> ``weights/student-x4-int8.onnx``."""
+    p = Path(model)
+    if p.suffix and (p.exists() or p.parent != Path(".")):
+        if not p.is_file():
+            raise ModelError(f"{p}: model file not found")
+        return p
+    try:
+        fmt = format_for(backend, precision)
+    except KeyError as exc:
+        raise ModelError(str(exc.args[0])) from None
+    path = WEIGHTS_DIR / artifact_name(str(model), fmt)
+    if not path.is_file():
+        known = shipped_models()
+        if str(model) not in known:
+            raise ModelError(f"unknown model {model!r}; shipped: {', '.join(known) or 'none'}; or give a file path")
+        have = ", ".join(format_of_file(f).name for f in known[str(model)])
+        raise ModelError(f"{model} has no {fmt.name} artifact (has: {have}); "
+                         f"build it with `medsr-edge export --model {model} --format {fmt.name}`")
+    return path
