@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .. import __version__
 from ..metrics import psnr, ssim
@@ -64,6 +64,19 @@ class TrainOptions:
 
 
 # --------------------------------------------------------------------------- infrastructure
+
+
+def ema_of(model: nn.Module, decay: float) -> AveragedModel:
+    """EMA copy of ``model`` whose decay warms up as min(decay, (1 + n) / (10 + n)) after n
+    updates, so short runs are not dominated by the random initial weights."""
+
+    @torch.no_grad()
+    def avg(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
 
 
 class Context:
@@ -292,7 +305,7 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
     else:
         gen = build_model(cfg)
     gen = ctx.wrap(gen)
-    ema = AveragedModel(unwrap(gen), multi_avg_fn=get_ema_multi_avg_fn(opts.ema_decay)).to(ctx.device)
+    ema = ema_of(unwrap(gen), opts.ema_decay).to(ctx.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.9, 0.99))
     modules: dict[str, Any] = {"gen": gen, "ema": ema, "opt_g": opt_g}
     if stage == "psnr":
@@ -395,7 +408,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | 
         raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
     cfg = resolve_config(config, scale=opts.scale)
     student = ctx.wrap(build_model(cfg))
-    ema = AveragedModel(unwrap(student), multi_avg_fn=get_ema_multi_avg_fn(opts.ema_decay)).to(ctx.device)
+    ema = ema_of(unwrap(student), opts.ema_decay).to(ctx.device)
     opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * 0.01)
     modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}

@@ -151,15 +151,13 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
     f, h, w = frames.shape
     ds.Rows, ds.Columns = h, w
     _scale_spacing(ds, scale)
-    enhanced = ("SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
-                or "Enhanced" in str(getattr(src.SOPClassUID, "name", "")))
-    if enhanced and not ds.get("SharedFunctionalGroupsSequence"):
-        ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+    enhanced_iod = "Enhanced" in str(getattr(src.SOPClassUID, "name", ""))
+    enhanced = bool(ds.get("SharedFunctionalGroupsSequence"))  # derivation goes in the functional groups
     for group in list(ds.get("SharedFunctionalGroupsSequence", []) or []) + list(ds.get("PerFrameFunctionalGroupsSequence", []) or []):
         _scale_spacing(group, scale)
         _derive_frame_types(group)
     image_type = list(ds.get("ImageType", []) or [])
-    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *image_type[2:]]
+    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced_iod else "SECONDARY", *image_type[2:]]
     now = _dt.datetime.now()
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     if "InstanceCreationDate" in ds:
@@ -179,6 +177,9 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
         deriv.DerivationCodeSequence = Sequence([_code(Dataset, DERIVATION_CODE)])
         deriv.SourceImageSequence = Sequence([source])
         ds.SharedFunctionalGroupsSequence[0].DerivationImageSequence = Sequence([deriv])
+        for item in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
+            if "DerivationImageSequence" in item:
+                del item.DerivationImageSequence
         ref_sop = Dataset()
         ref_sop.ReferencedSOPClassUID = src.SOPClassUID
         ref_sop.ReferencedSOPInstanceUID = src.SOPInstanceUID
@@ -189,15 +190,13 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
         evidence.StudyInstanceUID = src.StudyInstanceUID
         evidence.ReferencedSeriesSequence = Sequence([ref_series])
         ds.SourceImageEvidenceSequence = Sequence([evidence])
-        tags = {pydicom.datadict.tag_for_keyword(kw) for kw in MR_ORIGINAL_ONLY}
-        ds.walk(lambda d, elem: d.__delitem__(elem.tag) if elem.tag in tags else None)
-        for item in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
-            if "DerivationImageSequence" in item:
-                del item.DerivationImageSequence
     else:
         ds.DerivationDescription = description[:1024]
         ds.DerivationCodeSequence = Sequence([_code(Dataset, DERIVATION_CODE)])
         ds.SourceImageSequence = Sequence([source])
+    if enhanced_iod:
+        tags = {pydicom.datadict.tag_for_keyword(kw) for kw in MR_ORIGINAL_ONLY}
+        ds.walk(lambda d, elem: d.__delitem__(elem.tag) if elem.tag in tags else None)
     ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO") or "NO"
     # Pixels: 16-bit stored values, same BitsStored/sign, same rescale (HU kept).
     bits_stored = int(image.meta.get("bits_stored", 16))
