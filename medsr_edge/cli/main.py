@@ -116,10 +116,10 @@ def info() -> None:
 
     import onnxruntime as ort
 
-    from ..runtime.models import WEIGHTS_DIR, model_card, shipped_models
+    from ..runtime.models import model_card, shipped_models, weights_dir
 
     typer.echo(f"medsr-edge {__version__} (Python {platform.python_version()}, {platform.machine()})")
-    typer.echo(f"models in {WEIGHTS_DIR}:")
+    typer.echo(f"models in {weights_dir()}:")
     models = shipped_models()
     if not models:
         typer.echo("  none")
@@ -213,6 +213,161 @@ def distill(
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc))
     typer.echo(str(path))
+
+
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="Shipped name (student-x4) or checkpoint (model.safetensors or training folder)."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnx-fp16 | onnx-int8 | engine (with --precision) | engine-fp16 | engine-int8."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: MODEL<suffix> here)."),
+    precision: Optional[PrecisionChoice] = typer.Option(None, help="For --format engine: fp16 or int8."),
+    calib_data: Optional[Path] = typer.Option(None, help="Real images for INT8 calibration and checks (folder)."),
+    calib_split: Optional[str] = typer.Option(None, help="Only files in folders of this name, e.g. val."),
+    calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile."),
+    calib_images: int = typer.Option(48, help="Number of calibration images (a quarter is held back for the check)."),
+    min_psnr_vs_fp32: float = typer.Option(38.0, help="Refuse INT8 whose output is further from FP32 (dB)."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
+    min_shape: str = typer.Option("16x16", help="TensorRT profile: smallest input HxW."),
+    opt_shape: str = typer.Option("256x256", help="TensorRT profile: input HxW to tune for."),
+    max_shape: str = typer.Option("512x512", help="TensorRT profile: largest input HxW (use --tile <= this)."),
+    name: Optional[str] = typer.Option(None, help="Model name stored in the metadata (default from the file)."),
+) -> None:
+    """Export a checkpoint to ONNX / ONNX FP16 / ONNX INT8 (QDQ) / TensorRT engine, verified on the way."""
+    _setup_logging(True)
+    import json
+    import tempfile
+
+    from ..formats import get_format
+
+    if format == "engine":
+        if precision is None or precision.value == "fp32":
+            fail("--format engine needs --precision fp16 or int8")
+        format = f"engine-{precision.value}"
+    try:
+        fmt = get_format(format)
+    except KeyError as exc:
+        fail(str(exc.args[0]))
+    if fmt.backend == "tensorrt":
+        from ..runtime.tensorrt_backend import import_tensorrt
+
+        try:
+            import_tensorrt()  # fail fast, before any work, with the package to install
+        except MedsrError as exc:
+            fail(f"--format {fmt.name}: {exc}")
+    if fmt.precision == "int8" and calib_data is None:
+        fail("INT8 is calibrated on real images: pass --calib-data DIR (e.g. ../shared/data with --calib-split val)")
+    if opset < 17:
+        fail("--opset must be >= 17")
+    try:
+        from ..export.onnx_export import export_onnx, resolve_checkpoint
+        from ..export.quantize import convert_fp16, load_calibration_set, quantize_int8
+    except ImportError as exc:
+        fail(f"export needs the export extra ({exc.name} missing): pip install 'medsr-edge[export]'")
+    try:
+        ckpt = resolve_checkpoint(model)
+        base = name or (Path(model).name if not Path(model).exists() else (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem))
+        out = output or Path(base + fmt.suffix)
+        calib = None
+        if calib_data is not None:
+            from ..models.checkpoint import read_metadata
+
+            scale = int(read_metadata(ckpt)[1].get("scale", 4))
+            calib = load_calibration_set(calib_data, scale, calib_images, split=calib_split)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
+            fp32, report = export_onnx(ckpt, fp32, opset, base, calib.check_lr if calib else None)
+            typer.echo(f"ONNX FP32 verified against PyTorch (max abs diff): {json.dumps(report)}")
+            if fmt.name == "onnx-fp16":
+                convert_fp16(fp32, out)
+            elif fmt.name == "onnx-int8":
+                _, q = quantize_int8(fp32, out, calib, calib_method, min_psnr_vs_fp32=min_psnr_vs_fp32)
+                typer.echo(f"INT8 check: {json.dumps(q)}")
+            elif fmt.backend == "tensorrt":
+                from ..export.onnx_export import get_metadata
+                from ..export.tensorrt_build import ShapeProfile, build_engine
+                import onnx
+
+                src = fp32
+                if fmt.precision == "int8":  # TensorRT explicit quantization: symmetric int8 QDQ
+                    src, q = quantize_int8(fp32, Path(tmp) / f"{base}-qdq-s8.onnx", calib, calib_method, activation="int8",
+                                           symmetric=True, min_psnr_vs_fp32=min_psnr_vs_fp32)
+                    typer.echo(f"INT8 (symmetric QDQ for TensorRT) check: {json.dumps(q)}")
+                profile = ShapeProfile.from_hw(min_shape, opt_shape, max_shape)
+                build_engine(src, out, fmt.precision, profile, get_metadata(onnx.load(str(src))))
+    except (MedsrError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, {fmt.name})")
+
+
+@app.command()
+def bench(
+    data: Path = typer.Option(..., help="Folder of ground-truth images (recursive): PNG/JPEG/TIFF/DICOM."),
+    scale: int = 4,
+    models: List[str] = typer.Option(["teacher-x4", "student-x4"], "--models", help="Shipped model names."),
+    backends: List[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
+    split: Optional[str] = typer.Option(None, help="Only files in folders of this name (e.g. test)."),
+    limit: Optional[int] = typer.Option(None, help="At most N images per modality."),
+    tile: int = typer.Option(256, help="Tile size for inference, input pixels."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
+    plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a PSNR-vs-latency PNG."),
+    markdown: Optional[Path] = typer.Option(None, help="Write the table as Markdown."),
+    baseline: Optional[Path] = typer.Option(None, help="Earlier --json to compare with (CI gate)."),
+    max_psnr_drop: float = typer.Option(0.05, help="Gate: largest allowed PSNR drop per row, dB."),
+    max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
+) -> None:
+    """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
+    import csv
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import benchmark as bm
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if not data.exists():
+        fail(f"{data}: data folder not found")
+    try:
+        images = bm.load_bench_images(data, scale, split, limit)
+    except MedsrError as exc:
+        fail(str(exc))
+    mods = {}
+    for im in images:
+        mods[im.modality] = mods.get(im.modality, 0) + 1
+    console.print(f"{len(images)} images {mods}, x{scale}, degradation: antialiased bicubic")
+    rows = bm.run_benchmark(images, scale, models, backends, tile, threads,
+                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"))
+    t = Table(title=f"medsr-edge bench x{scale} on {data}" + (f" ({split})" if split else ""))
+    for h in bm.HEADERS:
+        t.add_column(h, overflow="fold")
+    for cells in bm.table(rows):
+        t.add_row(*cells)
+    console.print(t)
+    for note in bm.notes(rows):
+        console.print(f"  {note}", style="dim", soft_wrap=True)
+    doc = bm.to_json(rows, {"data": str(data), "split": split, "scale": scale, "limit": limit, "images": mods,
+                            "tile": tile, "environment": bm.environment(threads),
+                            "metrics": "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"})
+    if json_path:
+        bm.save_json(doc, json_path)
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(bm.HEADERS)
+            w.writerows(bm.table(rows))
+    if markdown:
+        markdown.write_text(bm.markdown_table(rows) + "\n")
+    if plot_path:
+        bm.plot(rows, plot_path, f"x{scale} on {data.name}" + (f"/{split}" if split else "") + f", {len(images)} images")
+    if baseline:
+        failures = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop, max_latency_increase)
+        for f in failures:
+            typer.echo(f"REGRESSION {f}", err=True)
+        if failures:
+            raise typer.Exit(1)
+        typer.echo(f"gate passed against {baseline} (PSNR drop <= {max_psnr_drop} dB, latency +{max_latency_increase:.0%} vs teacher)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,10 @@ import onnx
 import torch
 
 from .. import __version__
+from ..models import count_params, gflops_per_output_mpx
 from ..models.checkpoint import file_sha256, load_model, resolve_model_path
 from ..runtime.errors import ModelError
-from ..runtime.models import WEIGHTS_DIR
+from ..runtime.models import weights_dir
 
 log = logging.getLogger(__name__)
 META_PREFIX = "medsr."
@@ -25,7 +26,7 @@ def resolve_checkpoint(model: str | Path) -> Path:
     p = Path(model)
     if p.exists():
         return resolve_model_path(p)
-    shipped = WEIGHTS_DIR / f"{model}.safetensors"
+    shipped = weights_dir() / f"{model}.safetensors"
     if shipped.is_file():
         return shipped
     raise ModelError(f"{model}: neither a checkpoint path nor a shipped model name")
@@ -77,11 +78,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, name: 
     scale = int(meta.get("scale", config.get("scale", 4)))
     set_metadata(proto, {
         "scale": scale, "in_channels": 1, "precision": "fp32",
-        "model_name": name or ckpt.parent.name if ckpt.name == "model.safetensors" else (name or ckpt.stem),
+        "model_name": name or (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem),
         "arch": config.get("type"), "config": config, "version": __version__,
         "normalisation": meta.get("normalisation", "per image to [0,1]"),
         "source_checkpoint": ckpt.name, "source_sha256": file_sha256(ckpt),
         "degradation": meta.get("degradation", {}), "iterations": meta.get("iterations"),
+        "params": count_params(model), "gflops_per_output_mpx": round(gflops_per_output_mpx(model, scale), 3),
     })
     onnx.save(proto, str(tmp))
     report = verify_onnx(model, tmp, verify_images)

@@ -22,7 +22,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "esrgan-full": {"type": "RRDBNet", "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
     "esrgan-small": {"type": "RRDBNet", "num_feat": 32, "num_block": 6, "num_grow_ch": 16},
     "esrgan-tiny": {"type": "RRDBNet", "num_feat": 16, "num_block": 2, "num_grow_ch": 8},
-    "student": {"type": "RepSRNet", "num_feat": 32, "num_block": 5, "expand": 2},
+    "student": {"type": "RepSRNet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-tiny": {"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2},
     "discriminator": {"type": "UNetDiscriminatorSN", "num_feat": 64},
     "discriminator-small": {"type": "UNetDiscriminatorSN", "num_feat": 32},
@@ -52,5 +52,26 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def gflops_per_output_mpx(model: nn.Module, scale: int, size: int = 64) -> float:
+    """Convolution FLOPs (2 x multiply-adds) per output megapixel, in GFLOPs, measured with hooks
+    on a ``size`` x ``size`` input (the networks are fully convolutional, so this is size-free)."""
+    import torch
+
+    macs = 0
+
+    def hook(mod: nn.Conv2d, _inp, out) -> None:
+        nonlocal macs
+        macs += out[0].numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return 2.0 * macs / (size * scale) ** 2 * 1e6 / 1e9
+
+
 __all__ = ["ARCHS", "CONFIGS", "RRDBNet", "RepConv", "RepSRNet", "UNetDiscriminatorSN",
-           "build_model", "count_params", "resolve_config"]
+           "build_model", "count_params", "gflops_per_output_mpx", "resolve_config"]

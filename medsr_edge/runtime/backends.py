@@ -109,8 +109,13 @@ class TorchBackend(Backend):
         dev = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         if threads and dev == "cpu":
             torch.set_num_threads(threads)
+        from ..models import count_params, gflops_per_output_mpx
+
         self.model, self.config, meta = load_model(self.path, dev)
-        self.meta = {**meta, "arch": self.config.get("type")}
+        scale = int(meta.get("scale", 4))
+        self.meta = {**meta, "arch": self.config.get("type"), "params": count_params(self.model),
+                     "gflops_per_output_mpx": round(gflops_per_output_mpx(self.model.cpu(), scale), 3)}
+        self.model.to(dev)
         self.device, self.precision = dev, "fp32"
         self._check_meta(expected_scale)
 

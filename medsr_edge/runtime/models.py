@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..formats import FORMATS, artifact_name, format_for, format_of_file
 from .errors import ModelError
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "student-x4"
+
+
+def weights_dir() -> Path:
+    """Folder of shipped models: ``$MEDSR_EDGE_WEIGHTS`` if set, else the package's ``weights/``."""
+    return Path(os.environ.get("MEDSR_EDGE_WEIGHTS") or PACKAGED_WEIGHTS)
 
 
 def shipped_models() -> dict[str, list[Path]]:
     """{model name: [artifact files]} for everything in the weights folder."""
     out: dict[str, list[Path]] = {}
-    if not WEIGHTS_DIR.is_dir():
+    if not weights_dir().is_dir():
         return out
-    for f in sorted(WEIGHTS_DIR.iterdir()):
+    for f in sorted(weights_dir().iterdir()):
         for fmt in sorted(FORMATS, key=lambda x: -len(x.suffix)):
             if f.name.endswith(fmt.suffix):
                 out.setdefault(f.name[: -len(fmt.suffix)], []).append(f)
@@ -27,7 +33,7 @@ def shipped_models() -> dict[str, list[Path]]:
 
 def model_card(name: str) -> dict:
     """The JSON model card of a shipped model ({} when there is none)."""
-    path = WEIGHTS_DIR / f"{name}.json"
+    path = weights_dir() / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -44,7 +50,7 @@ def resolve_model(model: str | Path, backend: str, precision: str) -> Path:
         fmt = format_for(backend, precision)
     except KeyError as exc:
         raise ModelError(str(exc.args[0])) from None
-    path = WEIGHTS_DIR / artifact_name(str(model), fmt)
+    path = weights_dir() / artifact_name(str(model), fmt)
     if not path.is_file():
         known = shipped_models()
         if str(model) not in known:

@@ -1,0 +1,323 @@
+"""Quality vs latency of every deployable artifact against bicubic and the teacher (no torch needed).
+
+Each image under ``--data`` is a ground truth; its LR version comes from
+:func:`~medsr_edge.runtime.transforms.degrade`, the same function training uses. PSNR/SSIM are
+computed on the normalised image (data range 1) with border crop = scale; headline figures are the
+mean over modalities of each modality's mean (so 173 MRI slices do not drown 10 radiographs).
+Latency is the median (and p90) over images of one timed run each, after a warm-up run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .formats import FORMATS, Format
+from .metrics import psnr, ssim
+from .runtime.errors import ImageReadError, MedsrError
+from .runtime.io import iter_image_files, read_image
+from .runtime.models import shipped_models, weights_dir
+from .runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+
+
+@dataclass
+class BenchImage:
+    name: str
+    modality: str
+    lr: np.ndarray
+    hr: np.ndarray
+
+
+@dataclass
+class Row:
+    name: str
+    format: str
+    backend: str
+    precision: str
+    status: str = "ok"
+    reason: str = ""
+    size_mb: float | None = None
+    params: int | None = None
+    gflops_per_mpx: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    psnr_gain_vs_bicubic: float | None = None
+    per_modality: dict = field(default_factory=dict)
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    images_per_s: float | None = None
+    peak_mem_mb: float | None = None
+    per_image_psnr: list = field(default_factory=list)
+
+
+def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None) -> list[BenchImage]:
+    """Ground truths (first frame, normalised per image) and their LR versions, modality-tagged."""
+    root = Path(data)
+    files = iter_image_files([root])
+    out, counts = [], {}
+    for f in files:
+        rel = f.relative_to(root).parts if root.is_dir() else (f.name,)
+        if split and split not in rel[:-1]:
+            continue
+        modality = rel[0] if len(rel) > 1 else "all"
+        if limit and counts.get(modality, 0) >= limit:
+            continue
+        try:
+            img = read_image(f)
+        except ImageReadError:
+            continue
+        hr = crop_to_multiple(Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0]), scale)
+        if min(hr.shape) < 8 * scale:
+            continue
+        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, degrade(hr, scale), hr))
+        counts[modality] = counts.get(modality, 0) + 1
+    if not out:
+        raise MedsrError(f"{data}: no readable images" + (f" in '{split}' folders" if split else ""))
+    return out
+
+
+class PeakRSS:
+    """Peak resident memory above the starting level while the block runs (Linux /proc; else None)."""
+
+    def __enter__(self):
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float | None:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+        except (OSError, ValueError):
+            return None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            r = self._rss()
+            if r is not None and self.peak is not None:
+                self.peak = max(self.peak, r)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def extra_mb(self) -> float | None:
+        return None if self.base is None else round(self.peak - self.base, 1)
+
+
+def _score(row: Row, outputs: list[np.ndarray], images: list[BenchImage], scale: int, bicubic: list[float] | None) -> None:
+    ps = [psnr(o, im.hr, scale) for o, im in zip(outputs, images)]
+    ss = [ssim(o, im.hr, scale) for o, im in zip(outputs, images)]
+    row.per_image_psnr = [round(p, 4) for p in ps]
+    mods = sorted({im.modality for im in images})
+    for m in mods:
+        idx = [i for i, im in enumerate(images) if im.modality == m]
+        entry = {"n": len(idx), "psnr": round(float(np.mean([ps[i] for i in idx])), 4),
+                 "ssim": round(float(np.mean([ss[i] for i in idx])), 5)}
+        if bicubic is not None:
+            entry["psnr_gain_vs_bicubic"] = round(float(np.mean([ps[i] - bicubic[i] for i in idx])), 4)
+        row.per_modality[m] = entry
+    row.psnr = round(float(np.mean([v["psnr"] for v in row.per_modality.values()])), 4)
+    row.ssim = round(float(np.mean([v["ssim"] for v in row.per_modality.values()])), 5)
+    if bicubic is not None:
+        row.psnr_gain_vs_bicubic = round(float(np.mean([v["psnr_gain_vs_bicubic"] for v in row.per_modality.values()])), 4)
+
+
+def _timed(fn, images: list[BenchImage], row: Row, warmup: int = 1) -> list[np.ndarray]:
+    for im in images[:warmup]:
+        fn(im.lr)
+    outputs, times = [], []
+    with PeakRSS() as mem:
+        for im in images:
+            t0 = time.perf_counter()
+            outputs.append(fn(im.lr))
+            times.append((time.perf_counter() - t0) * 1000)
+    row.latency_ms_p50 = round(statistics.median(times), 3)
+    row.latency_ms_p90 = round(float(np.percentile(times, 90)), 3)
+    row.images_per_s = round(1000.0 / row.latency_ms_p50, 2) if row.latency_ms_p50 > 0 else None
+    row.peak_mem_mb = mem.extra_mb
+    return outputs
+
+
+def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Format, Path]]:
+    """(model, format, file) for every shipped artifact of ``models`` on ``backends``."""
+    shipped = shipped_models()
+    rows = []
+    for model in models:
+        for fmt in FORMATS:
+            if fmt.backend not in backends:
+                continue
+            path = weights_dir() / f"{model}{fmt.suffix}"
+            if path.is_file() or (model in shipped and fmt.backend == "tensorrt"):
+                rows.append((model, fmt, path))
+    return rows
+
+
+def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
+                  tile: int = 256, threads: int | None = None, progress=None) -> list[Row]:
+    """Bicubic first, then every (model, format) row; failures become rows with a reason."""
+    from .runtime.enhancer import Enhancer
+
+    rows: list[Row] = []
+    bic = Row("bicubic", "-", "numpy", "fp32", params=0)
+    outs = _timed(lambda lr: upscale_bicubic(lr, scale), images, bic)
+    _score(bic, outs, images, scale, None)
+    bic_psnr = bic.per_image_psnr
+    rows.append(bic)
+    for model, fmt, path in default_rows(models, backends):
+        row = Row(model, fmt.name, fmt.backend, fmt.precision)
+        if progress:
+            progress(f"{model} {fmt.name}")
+        if not path.is_file():
+            row.status, row.reason = "skipped", f"no {path.name}; build it with medsr-edge export --format {fmt.name}"
+            rows.append(row)
+            continue
+        row.size_mb = round(path.stat().st_size / 1e6, 3)
+        try:
+            enh = Enhancer(path, fmt.backend, fmt.precision, tile=tile, threads=threads, scale=scale)
+            meta = enh.backend.meta
+            row.params = meta.get("params")
+            row.gflops_per_mpx = meta.get("gflops_per_output_mpx")
+            outs = _timed(enh.enhance_array, images, row)
+            _score(row, outs, images, scale, bic_psnr)
+        except MedsrError as exc:
+            row.status, row.reason = "skipped", str(exc)
+        except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
+            row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        rows.append(row)
+    return rows
+
+
+def environment(threads: int | None) -> dict:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads or os.cpu_count(),
+            "python": platform.python_version(), "medsr_edge": __version__, "onnxruntime": ort.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def to_json(rows: list[Row], meta: dict) -> dict:
+    return {**meta, "rows": [asdict(r) for r in rows]}
+
+
+def table(rows: list[Row], reference: str | None = None) -> list[list[str]]:
+    """Rows of the terminal/README table."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    out = []
+    for r in rows:
+        mods = " / ".join(f"{m} {v['psnr']:.2f}" for m, v in r.per_modality.items())
+        out.append([r.name, r.format, r.backend, r.precision, r.status,
+                    f(r.size_mb, ".2f"), f(r.params, ","), f(r.gflops_per_mpx, ".1f"), f(r.psnr, ".2f"),
+                    f(r.psnr_gain_vs_bicubic, "+.2f"), f(r.ssim, ".4f"), mods or "-", f(r.latency_ms_p50, ".1f"),
+                    f(r.latency_ms_p90, ".1f"), f(r.images_per_s, ".1f"), f(r.peak_mem_mb, ".0f")])
+    return out
+
+
+HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", "GFLOPs/MP", "PSNR dB",
+           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB"]
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """Why rows were skipped or failed, one line each."""
+    return [f"{r.name} {r.format}: {r.status}: {r.reason}" for r in rows if r.status != "ok"]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table(rows)]
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str | Path, title: str) -> None:
+    """PSNR vs latency scatter, every row labelled, Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok" and r.psnr is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in ok:
+        ax.scatter(r.latency_ms_p50, r.psnr, s=40)
+        ax.annotate(f"{r.name} {r.format if r.format != '-' else ''} {r.precision}".strip(), (r.latency_ms_p50, r.psnr),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front, best = [], -np.inf
+    for r in sorted(ok, key=lambda r: r.latency_ms_p50):
+        if r.psnr > best:
+            front.append(r)
+            best = r.psnr
+    if len(front) > 1:
+        ax.plot([r.latency_ms_p50 for r in front], [r.psnr for r in front], "--", color="grey", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image, median (ms, log scale)")
+    ax.set_ylabel("PSNR (dB, mean over modalities)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def key(r: dict) -> tuple:
+    return (r["name"], r["format"], r["backend"], r["precision"])
+
+
+def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_latency_increase: float,
+                    reference: str = "teacher-x4") -> list[str]:
+    """Failures of ``current`` against ``baseline``. Latency is compared as a ratio to the
+    ``reference`` model's ONNX FP32 row measured in the same run (falls back to bicubic), so a
+    slower CI machine does not fail the gate; PSNR is compared in dB."""
+
+    def ref_latency(doc: dict) -> float | None:
+        for r in doc["rows"]:
+            if r["name"] == reference and r["format"] == "onnx" and r["status"] == "ok":
+                return r["latency_ms_p50"]
+        return next((r["latency_ms_p50"] for r in doc["rows"] if r["name"] == "bicubic"), None)
+
+    base_rows = {key(r): r for r in baseline["rows"]}
+    ref_now, ref_base = ref_latency(current), ref_latency(baseline)
+    failures = []
+    for r in current["rows"]:
+        b = base_rows.get(key(r))
+        label = f"{r['name']} {r['format']} ({r['backend']}, {r['precision']})"
+        if b is None or b["status"] != "ok":
+            continue
+        if r["status"] != "ok":
+            failures.append(f"{label}: was ok in the baseline, now {r['status']}: {r['reason']}")
+            continue
+        drop = b["psnr"] - r["psnr"]
+        if drop > max_psnr_drop:
+            failures.append(f"{label}: PSNR {r['psnr']:.3f} dB is {drop:.3f} dB below the baseline {b['psnr']:.3f} (max {max_psnr_drop})")
+        if r["name"] == "bicubic" or not (ref_now and ref_base):
+            continue
+        now, then = r["latency_ms_p50"] / ref_now, b["latency_ms_p50"] / ref_base
+        if now > then * (1 + max_latency_increase):
+            failures.append(f"{label}: latency {now:.3f}x the reference, baseline {then:.3f}x (+{(now / then - 1) * 100:.0f}% > {max_latency_increase * 100:.0f}%)")
+    return failures
+
+
+def save_json(doc: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
