@@ -8,6 +8,7 @@ ImageType DERIVED\\SECONDARY, a DerivationDescription and a Source Image Sequenc
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     src = image.dataset
-    ds = src.copy()
+    ds = copy.deepcopy(src)  # a shallow copy would share (and so rewrite) the source's elements
     for elem in list(ds):  # overlays, icons and pixel statistics describe the old pixel grid
         if elem.tag.element == 0 or 0x6000 <= elem.tag.group <= 0x601E or elem.keyword in (
                 "IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
