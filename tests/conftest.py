@@ -72,3 +72,42 @@ def dciodvfy_errors(path: Path) -> set[str]:
 
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
                                     reason="dciodvfy not installed (apt-get install dicom3tools)")
+
+
+def make_tiny_onnx(path: Path, scale: int = 4, seed: int = 0, feat: int = 8) -> Path:
+    """A small fully convolutional x``scale`` SR network (Conv-ReLU-Conv-DepthToSpace plus the
+    nearest-upsampled input), built with onnx.helper: no torch needed, medsr metadata included."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    s2 = scale * scale
+    inits = [
+        numpy_helper.from_array((rng.normal(0, 0.3, (feat, 1, 3, 3))).astype(np.float32), "w1"),
+        numpy_helper.from_array(np.zeros(feat, np.float32), "b1"),
+        numpy_helper.from_array((rng.normal(0, 0.02, (s2, feat, 3, 3))).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.zeros(s2, np.float32), "b2"),
+        numpy_helper.from_array(np.array([1, s2, 1, 1], np.int64), "reps"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["lr", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Tile", ["lr", "reps"], ["anchor"]),
+        helper.make_node("Add", ["c2", "anchor"], ["sum"]),
+        helper.make_node("DepthToSpace", ["sum"], ["sr"], blocksize=scale, mode="CRD"),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["N", 1, "sH", "sW"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for k, v in {"scale": str(scale), "in_channels": "1", "precision": "fp32", "model_name": "tiny-test",
+                 "version": '"test"', "params": str(sum(int(np.prod(i.dims)) for i in inits))}.items():
+        model.metadata_props.add(key="medsr." + k, value=v)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    return make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny-x4.onnx")

@@ -1,0 +1,1 @@
+"""Edge runtime: image I/O, DICOM, normalisation and inference. numpy + onnxruntime, never torch."""

@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_onnx
+from medsr_edge import benchmark as bm
+
+
+def _doc(psnr_student, lat_student, lat_teacher):
+    rows = [{"name": "bicubic", "format": "-", "backend": "numpy", "precision": "fp32", "status": "ok", "psnr": 30.0, "latency_ms_p50": 1.0},
+            {"name": "teacher-x4", "format": "onnx", "backend": "onnxruntime", "precision": "fp32", "status": "ok", "psnr": 33.0, "latency_ms_p50": lat_teacher},
+            {"name": "student-x4", "format": "onnx", "backend": "onnxruntime", "precision": "fp32", "status": "ok", "psnr": psnr_student, "latency_ms_p50": lat_student, "reason": ""}]
+    return {"rows": rows}
+
+
+def test_gate_psnr_and_relative_latency():
+    base = _doc(32.5, 10.0, 100.0)
+    assert bm.regression_gate(_doc(32.48, 10.0, 100.0), base, 0.05, 0.25) == []
+    fails = bm.regression_gate(_doc(32.3, 10.0, 100.0), base, 0.05, 0.25)
+    assert len(fails) == 1 and "PSNR" in fails[0]
+    # a machine twice as slow everywhere passes; the student alone getting slower fails
+    assert bm.regression_gate(_doc(32.5, 20.0, 200.0), base, 0.05, 0.25) == []
+    fails = bm.regression_gate(_doc(32.5, 20.0, 100.0), base, 0.05, 0.25)
+    assert len(fails) == 1 and "latency" in fails[0]
+
+
+def test_benchmark_end_to_end(phantom_dir, tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    make_tiny_onnx(weights / "student-x4.onnx")
+    make_tiny_onnx(weights / "teacher-x4.onnx", seed=1, feat=16)
+    monkeypatch.setenv("MEDSR_EDGE_WEIGHTS", str(weights))
+    images = bm.load_bench_images(phantom_dir, 4, split="test")
+    assert {im.modality for im in images} == {"mri", "ct"}
+    rows = bm.run_benchmark(images, 4, ["teacher-x4", "student-x4"], ["onnxruntime", "tensorrt"])
+    by = {(r.name, r.format): r for r in rows}
+    assert by[("bicubic", "-")].psnr > 15
+    s = by[("student-x4", "onnx")]
+    assert s.status == "ok" and s.latency_ms_p50 > 0 and set(s.per_modality) == {"mri", "ct"}
+    assert s.psnr_gain_vs_bicubic == pytest.approx(s.psnr - by[("bicubic", "-")].psnr, abs=1e-3)
+    assert by[("student-x4", "engine-fp16")].status == "skipped"
+    doc = bm.to_json(rows, {"environment": bm.environment(None)})
+    json.dumps(doc)
+    bm.plot(rows, tmp_path / "p.png", "test")
+    assert (tmp_path / "p.png").stat().st_size > 5000
+    assert "| student-x4 | onnx |" in bm.markdown_table(rows)

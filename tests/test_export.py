@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from conftest import phantom  # noqa: E402
+from medsr_edge.export.onnx_export import export_onnx, get_metadata  # noqa: E402
+from medsr_edge.export.quantize import CalibrationSet, convert_fp16, quantize_int8  # noqa: E402
+from medsr_edge.models import build_model  # noqa: E402
+from medsr_edge.models.checkpoint import load_model, save_model  # noqa: E402
+from medsr_edge.runtime.backends import OnnxRuntimeBackend  # noqa: E402
+from medsr_edge.runtime.errors import ModelError  # noqa: E402
+from medsr_edge.runtime.transforms import degrade  # noqa: E402
+
+
+@pytest.fixture
+def student_ckpt(tmp_path):
+    torch.manual_seed(0)
+    cfg = {"name": "student-test", "type": "RepSRNet", "num_feat": 8, "num_block": 2, "scale": 4}
+    net = build_model(cfg)
+    for p in net.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    return save_model(tmp_path / "run" / "model.safetensors", net, cfg, {"scale": 4, "iterations": 1})
+
+
+def test_checkpoint_roundtrip_and_corruption(student_ckpt, tmp_path):
+    model, cfg, meta = load_model(student_ckpt)
+    assert cfg["type"] == "RepSRNet" and meta["scale"] == 4
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError):
+        load_model(bad)
+
+
+def test_onnx_export_is_verified_and_carries_metadata(student_ckpt, tmp_path):
+    real = [degrade(phantom(96), 4)]
+    out, report = export_onnx(student_ckpt, tmp_path / "s.onnx", verify_images=real)
+    assert all(v <= 1e-4 for v in report.values()) and any("non-square" in k for k in report)
+    model = onnx.load(str(out))
+    meta = get_metadata(model)
+    assert meta["scale"] == 4 and meta["arch"] == "RepSRNet" and len(meta["source_sha256"]) == 64
+    assert model.opset_import[0].version >= 17
+    assert not any(n.op_type == "Add" and "expand" in n.name for n in model.graph.node)  # folded form
+    backend = OnnxRuntimeBackend(out, device="cpu")
+    assert backend.run(np.zeros((2, 1, 9, 13), np.float32)).shape == (2, 1, 36, 52)  # dynamic N/H/W
+
+
+def test_int8_and_fp16(student_ckpt, tmp_path):
+    fp32, _ = export_onnx(student_ckpt, tmp_path / "s.onnx")
+    hrs = [phantom(64, seed=s) for s in range(8)]
+    lrs = [degrade(h, 4) for h in hrs]
+    calib = CalibrationSet(lrs[2:], lrs[:2], hrs[:2], [])
+    out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, min_psnr_vs_fp32=25.0)
+    assert report["psnr_int8_vs_fp32_db"] >= 25.0
+    model = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert get_metadata(model)["precision"] == "int8"
+    with pytest.raises(ModelError, match="INT8 output"):
+        quantize_int8(fp32, tmp_path / "never.onnx", calib, keep_float="no", min_psnr_vs_fp32=200.0)
+    assert not (tmp_path / "never.onnx").exists()
+    half = convert_fp16(fp32, tmp_path / "s-fp16.onnx")
+    assert get_metadata(onnx.load(str(half)))["precision"] == "fp16"

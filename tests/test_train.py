@@ -1,0 +1,38 @@
+import csv
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medsr_edge.distill.data import PatchSampler, discover, load_samples  # noqa: E402
+from medsr_edge.distill.train import TrainOptions, distill_student, train_teacher  # noqa: E402
+from medsr_edge.models.checkpoint import load_model  # noqa: E402
+
+
+def test_data_discovery_and_sampling(phantom_dir):
+    files = discover(phantom_dir, "train")
+    assert len(files) == 8 and {m for _, m in files} == {"mri", "ct"}
+    samples = load_samples(phantom_dir, "train")
+    lr, hr = PatchSampler(samples, 32, 4, seed=1).batch(6)
+    assert lr.shape == (6, 1, 8, 8) and hr.shape == (6, 1, 32, 32)
+    assert 0 <= hr.min() and hr.max() <= 1
+
+
+def _opts(root, out, iters):
+    return TrainOptions(data=root, out=out, iters=iters, batch=2, patch=32, val_every=2, save_every=2, threads=1)
+
+
+def test_teacher_psnr_resume_gan_and_distill(phantom_dir, tmp_path):
+    out = tmp_path / "teacher"
+    train_teacher(_opts(phantom_dir, out, 2), "esrgan-tiny")
+    path = train_teacher(_opts(phantom_dir, out, 4), "esrgan-tiny")  # resumes at iteration 2
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(float(r["iter"])) for r in rows if r.get("val_psnr")] == [2, 4]
+    assert (out / "curves.png").stat().st_size > 1000
+    model, cfg, meta = load_model(path)
+    assert meta["iterations"] == 4 and cfg["type"] == "RRDBNet"
+    gan = train_teacher(_opts(phantom_dir, tmp_path / "gan", 2), stage="gan", init=out, disc_config="discriminator-small")
+    assert load_model(gan)[2]["losses"]["perceptual_mode"] in ("vgg19", "feature-matching")
+    student = distill_student(_opts(phantom_dir, tmp_path / "student", 2), path, "student-tiny")
+    s_model, s_cfg, s_meta = load_model(student)
+    assert s_cfg["type"] == "RepSRNet" and s_meta["teacher"] == str(path)
