@@ -370,5 +370,46 @@ def bench(
         typer.echo(f"gate passed against {baseline} (PSNR drop <= {max_psnr_drop} dB, latency +{max_latency_increase:.0%} vs teacher)")
 
 
+@app.command()
+def compare(
+    image: Path = typer.Argument(..., help="A ground-truth image (DICOM, PNG, JPEG, TIFF)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Figure to write (.png)."),
+    student: str = typer.Option("student-x4", help="Student model name."),
+    teacher: str = typer.Option("teacher-x4", help="Teacher model name ('' to leave out)."),
+    roi: Optional[str] = typer.Option(None, help="Zoom region X,Y,W,H in ground-truth pixels (default: most detail)."),
+    window: Optional[str] = typer.Option(None, help="Display window preset: lung, soft-tissue, bone, brain (default: the DICOM's)."),
+    tile: int = 256,
+) -> None:
+    """Figure: LR, bicubic, student FP32/INT8, teacher, ground truth, zoom insets and error maps."""
+    from ..figures import WINDOW_PRESETS, comparison_figure
+    from ..runtime.enhancer import Enhancer
+    from ..runtime.io import read_image
+
+    if window and window not in WINDOW_PRESETS:
+        fail(f"--window must be one of {', '.join(WINDOW_PRESETS)}")
+    box = None
+    if roi:
+        try:
+            box = tuple(int(v) for v in roi.split(","))
+            assert len(box) == 4
+        except (ValueError, AssertionError):
+            fail("--roi takes X,Y,W,H in pixels, e.g. 200,180,96,96")
+    try:
+        img = read_image(image)
+        enh = {"student FP32": Enhancer(student, "onnxruntime", "fp32", tile=tile)}
+        for label, prec in (("student INT8", "int8"),):
+            try:
+                enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile)
+            except MedsrError as exc:
+                typer.echo(f"note: {label} left out: {exc}", err=True)
+        if teacher:
+            enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile)
+        scale = next(iter(enh.values())).scale
+        result = comparison_figure(img, enh, scale, output, box, window)
+    except MedsrError as exc:
+        fail(str(exc))
+    typer.echo(f"{output}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in result["panels"].items()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,115 @@
+"""Comparison figures a radiologist can judge: LR, bicubic, student (FP32/INT8), teacher and
+ground truth side by side with a zoomed inset, PSNR/SSIM under each, and absolute-error maps on
+one shared colour scale (so invented or lost structure shows). numpy + matplotlib, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .metrics import psnr, ssim
+from .runtime.io import Image
+from .runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+
+# (centre, width) in HU, as radiology workstations define them.
+WINDOW_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0),
+                  "brain": (40.0, 80.0)}
+
+
+@dataclass
+class Panel:
+    title: str
+    image: np.ndarray  # [0, 1], HR grid
+    error: bool = True  # draw an error map for it
+
+
+def detail_roi(gt: np.ndarray, size: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the ``size`` square with the most gradient energy: where detail is highest."""
+    g = ndimage.gaussian_gradient_magnitude(gt.astype(np.float64), 1.0) ** 2
+    energy = ndimage.uniform_filter(g, size=size, mode="constant")
+    h, w = gt.shape
+    half = size // 2
+    inner = energy[half:h - half, half:w - half] if h > size and w > size else energy
+    y, x = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(x), int(y), size, size
+
+
+def display_window(image: Image, norm: Normalizer, preset: str | None) -> tuple[float, float]:
+    """(vmin, vmax) in the normalised [0, 1] space: a preset, the DICOM window, or the full range."""
+    centre = width = None
+    if preset:
+        centre, width = WINDOW_PRESETS[preset]
+    elif image.dataset is not None and "WindowCenter" in image.dataset and "WindowWidth" in image.dataset:
+        wc, ww = image.dataset.WindowCenter, image.dataset.WindowWidth
+        centre = float(wc[0] if hasattr(wc, "__len__") and not isinstance(wc, str) else wc)
+        width = float(ww[0] if hasattr(ww, "__len__") and not isinstance(ww, str) else ww)
+    if centre is None:
+        return 0.0, 1.0
+    lo, hi = norm.forward(np.array([centre - width / 2, centre + width / 2]))
+    lo, hi = sorted((float(lo), float(hi)))
+    return lo, hi if hi > lo else lo + 1e-3
+
+
+def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path, roi=None,
+                      window: str | None = None, title: str | None = None) -> dict:
+    """Render the comparison PNG for the first frame of ``image``; returns the metrics per panel.
+
+    enhancers: {label: Enhancer} (e.g. "student FP32", "student INT8", "teacher").
+    roi: (x, y, w, h) in ground-truth pixels, or None to pick the most detailed region.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+    gt = crop_to_multiple(norm.forward(image.frames[0]), scale)
+    lr = degrade(gt, scale)
+    panels = [Panel(f"LR input (1/{scale})", np.kron(lr, np.ones((scale, scale), np.float32)), error=False),
+              Panel("bicubic", np.clip(upscale_bicubic(lr, scale), 0, 1))]
+    panels += [Panel(label, enh.enhance_array(lr)) for label, enh in enhancers.items()]
+    panels.append(Panel("ground truth", gt, error=False))
+    h, w = gt.shape
+    if roi is None:
+        roi = detail_roi(gt, max(min(h, w) // 5, 16))
+    x, y, rw, rh = roi
+    vmin, vmax = display_window(image, norm, window)
+    metrics, errors = {}, []
+    for p in panels:
+        if p.title != "ground truth" and p.error:
+            metrics[p.title] = {"psnr": round(psnr(p.image, gt, scale), 3), "ssim": round(ssim(p.image, gt, scale), 4)}
+            errors.append((p.title, np.abs(p.image - gt)))
+    err_max = max(float(np.percentile(e, 99.9)) for _, e in errors) or 1e-3
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.8), gridspec_kw={"height_ratios": [1, 1]})
+    for ax, p in zip(axes[0], panels):
+        ax.imshow(p.image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.add_patch(Rectangle((x, y), rw, rh, fill=False, edgecolor="yellow", lw=0.8))
+        inset = ax.inset_axes([0.55, 0.0, 0.45, 0.45])
+        inset.imshow(p.image[y:y + rh, x:x + rw], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        inset.set_xticks([]), inset.set_yticks([])
+        for s in inset.spines.values():
+            s.set_edgecolor("yellow")
+        m = metrics.get(p.title)
+        ax.set_title(p.title, fontsize=9)
+        ax.set_xlabel(f"{m['psnr']:.2f} dB / SSIM {m['ssim']:.3f}" if m else " ", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    err_axes = [ax for ax, p in zip(axes[1], panels) if p.title in dict(errors)]
+    for ax in axes[1]:
+        ax.axis("off")
+    im = None
+    for ax, (label, e) in zip(err_axes, errors):
+        ax.axis("on")
+        im = ax.imshow(e, cmap="inferno", vmin=0, vmax=err_max, interpolation="nearest")
+        ax.set_title(f"|{label} - GT|", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[1]), fraction=0.02, pad=0.01, label="absolute error ([0,1] units)")
+    fig.suptitle(title or f"{image.source.name}: x{scale} super-resolution (PSNR/SSIM vs ground truth, border {scale})", fontsize=10)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return {"roi": list(roi), "panels": metrics}

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from medsr_edge.figures import comparison_figure, detail_roi, display_window  # noqa: E402
+from medsr_edge.runtime.enhancer import Enhancer  # noqa: E402
+from medsr_edge.runtime.io import read_image  # noqa: E402
+from medsr_edge.runtime.transforms import Normalizer  # noqa: E402
+
+
+def test_detail_roi_finds_the_textured_region():
+    img = np.zeros((128, 128), np.float32)
+    img[80:110, 20:50] = np.random.default_rng(0).random((30, 30))
+    x, y, w, h = detail_roi(img, 24)
+    assert 10 <= x <= 50 and 70 <= y <= 110 and w == h == 24
+
+
+def test_comparison_figure_is_deterministic_and_panels_differ(tmp_path, tiny_onnx, ct_small):
+    from PIL import Image as PILImage
+
+    image = read_image(ct_small)
+    enh = {"model A": Enhancer(tiny_onnx), "model A again": Enhancer(tiny_onnx)}
+    r1 = comparison_figure(image, enh, 4, tmp_path / "a.png", window="soft-tissue")
+    r2 = comparison_figure(image, enh, 4, tmp_path / "b.png", window="soft-tissue")
+    assert r1 == r2 and (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    fig = np.asarray(PILImage.open(tmp_path / "a.png").convert("L"), np.float32)
+    assert fig.shape[0] > 400 and fig.shape[1] > 1000
+    # identical models give identical panels; bicubic differs from them
+    assert r1["panels"]["model A"] == r1["panels"]["model A again"]
+    assert r1["panels"]["bicubic"]["psnr"] != r1["panels"]["model A"]["psnr"]
+    n = Normalizer.for_image(image.frames, image.dtype)
+    lo, hi = display_window(image, n, "bone")
+    assert 0 <= lo < hi <= 1.5
