@@ -106,7 +106,7 @@ class Enhancer:
         return np.clip(out, 0.0, 1.0, out=out)
 
     def enhance_image(self, image: Image) -> tuple[np.ndarray, Normalizer]:
-        """Enhance every frame of an Image; returns (frames in modality units, float64, the normaliser)."""
+        """Enhance every frame of an Image; returns (frames (F, sH, sW) float32 in modality units, the normaliser)."""
         norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
-        out = np.stack([norm.inverse(self.enhance_array(norm.forward(f))) for f in image.frames])
-        return out, norm
+        frames = [norm.inverse(self.enhance_array(norm.forward(f)), inplace=True) for f in image.frames]
+        return (frames[0][None] if len(frames) == 1 else np.stack(frames)), norm

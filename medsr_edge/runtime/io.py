@@ -194,16 +194,21 @@ def atomic_write(path: Path, write_fn) -> None:
 
 
 def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> np.ndarray:
-    """Round and clip modality values into ``dtype`` (float stays float)."""
+    """Round and clip modality values into ``dtype`` (float stays float). Works in place on a
+    float32 ``values`` (one temporary at most), so large outputs are not copied several times."""
     lo, hi = value_range
-    clipped = np.clip(values, lo, hi)
+    work = values if values.dtype == np.float32 else values.astype(np.float32)
+    np.clip(work, lo, hi, out=work)
     if np.issubdtype(dtype, np.floating):
-        return clipped.astype(dtype)
-    return np.rint(clipped).astype(dtype)
+        return work.astype(dtype, copy=False)
+    np.rint(work, out=work)
+    return work.astype(dtype)
 
 
 def write_raster(path: Path, frames: np.ndarray, image: Image) -> None:
-    """Write PNG (8/16-bit), JPEG (8-bit) or TIFF (8/16-bit, float32; multi-page) keeping bit depth."""
+    """Write PNG (8/16-bit), JPEG (8-bit) or TIFF (8/16-bit, float32; multi-page) keeping bit depth.
+
+    A float32 ``frames`` is rounded in place (its memory is reused); pass a copy to keep it."""
     from PIL import Image as PILImage
 
     path = Path(path)
@@ -213,7 +218,7 @@ def write_raster(path: Path, frames: np.ndarray, image: Image) -> None:
         # DICOM/HU or signed data into a raster file: 16-bit unsigned keeps the precision.
         dtype = np.dtype(np.uint16) if image.value_range[1] - image.value_range[0] > 255 else np.dtype(np.uint8)
         offset = image.value_range[0]
-        frames = frames - offset
+        frames = np.subtract(frames, np.float32(offset), dtype=np.float32)
         vr = (0.0, float(np.iinfo(dtype).max))
     else:
         vr = image.value_range

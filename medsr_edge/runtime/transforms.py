@@ -36,12 +36,18 @@ class Normalizer:
         y = ((np.asarray(x, np.float64) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         return 1.0 - y if self.invert else y
 
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """[0, 1] (values outside are clipped) -> float32 modality units; rounding is the writer's."""
-        y = np.clip(np.asarray(y, np.float32), 0.0, 1.0)
+    def inverse(self, y: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """[0, 1] (values outside are clipped) -> float32 modality units; rounding is the writer's.
+
+        ``inplace=True`` reuses ``y``'s memory (a float32 array the caller owns): no copies of a
+        large output image."""
+        y = np.asarray(y, np.float32)
+        y = np.clip(y, 0.0, 1.0, out=y if inplace else None)
         if self.invert:
-            y = 1.0 - y
-        return y * np.float32(self.hi - self.lo) + np.float32(self.lo)
+            np.subtract(1.0, y, out=y)
+        y *= np.float32(self.hi - self.lo)
+        y += np.float32(self.lo)
+        return y
 
 
 def resize_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
