@@ -26,6 +26,7 @@ from .metrics import psnr, ssim
 from .runtime.errors import ImageReadError, MedsrError
 from .runtime.io import iter_image_files, read_image
 from .runtime.models import shipped_models, weights_dir
+from .sysinfo import cpu_name
 from .runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
 
 
@@ -205,13 +206,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
 def environment(threads: int | None) -> dict:
     import onnxruntime as ort
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads or os.cpu_count(),
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads or os.cpu_count(),
             "python": platform.python_version(), "medsr_edge": __version__, "onnxruntime": ort.__version__,
             "numpy": np.__version__, "platform": platform.platform()}
 

@@ -218,7 +218,7 @@ def distill(
 @app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Shipped name (student-x4) or checkpoint (model.safetensors or training folder)."),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnx-fp16 | onnx-int8 | engine (with --precision) | engine-fp16 | engine-int8."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnx-fp16 | onnx-int8 | engine (with --precision) | engine-fp16 | engine-int8 | pytorch (safetensors; --precision fp16 halves it)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: MODEL<suffix> here)."),
     precision: Optional[PrecisionChoice] = typer.Option(None, help="For --format engine: fp16 or int8."),
     calib_data: Optional[Path] = typer.Option(None, help="Real images for INT8 calibration and checks (folder)."),
@@ -239,6 +239,21 @@ def export(
 
     from ..formats import get_format
 
+    if format == "pytorch":
+        from ..models.checkpoint import load_model, save_model
+
+        try:
+            from ..export.onnx_export import resolve_checkpoint
+
+            ckpt = resolve_checkpoint(model)
+            net, config, meta = load_model(ckpt)
+            out = output or Path((name or model) + ".safetensors")
+            half = precision is not None and precision.value == "fp16"
+            save_model(out, net, config, {**meta, "model_name": name or meta.get("model_name"), "stored_as": "fp16" if half else "fp32"}, half=half)
+        except MedsrError as exc:
+            fail(str(exc))
+        typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, pytorch {'fp16' if half else 'fp32'} weights)")
+        return
     if format == "engine":
         if precision is None or precision.value == "fp32":
             fail("--format engine needs --precision fp16 or int8")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from .. import __version__
 from ..metrics import psnr, ssim
+from ..sysinfo import cpu_name
 from ..models import build_model, count_params, resolve_config
 from ..runtime.transforms import upscale_bicubic
 from ..models.checkpoint import load_model, save_model
@@ -247,7 +247,7 @@ class Run:
         return {"kind": self.kind, "scale": o.scale, "in_channels": 1, "iterations": it,
                 "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch,
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
-                "hardware": f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+                "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
                 "torch": torch.__version__, "medsr_edge": __version__,
                 "normalisation": "per image to [0,1]: 8-bit 0..255, else image min..max; MONOCHROME1 inverted",
@@ -319,6 +319,9 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
         modules.update(disc=disc, opt_d=opt_d)
         pixel_weight = 1e-2 if pixel_weight is None else pixel_weight
     start = run.resume(modules)
+    if start >= opts.iters:
+        log.info("%s already complete (%d iterations) in %s", run.kind, start, run.out)
+        return run.out / "model.safetensors"
     sampler = run.sampler()
     if ctx.is_main:
         log.info("%s: %s, %d parameters, stage %s, iterations %d..%d", run.kind, cfg.get("name", cfg["type"]),
@@ -413,6 +416,9 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * 0.01)
     modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}
     start = run.resume(modules)
+    if start >= opts.iters:
+        log.info("distill already complete (%d iterations) in %s", start, run.out)
+        return run.out / "model.safetensors"
     if cache_teacher:
         cached = CachedTripletSampler(*_teacher_cache(teacher, run.train_samples, opts.scale, ctx.device),
                                       patch=opts.patch, scale=opts.scale, seed=opts.seed * 1000 + ctx.rank)

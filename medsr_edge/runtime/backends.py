@@ -112,6 +112,8 @@ class TorchBackend(Backend):
         from ..models import count_params, gflops_per_output_mpx
 
         self.model, self.config, meta = load_model(self.path, dev)
+        if hasattr(self.model, "reparameterize"):
+            self.model.reparameterize()  # the student's deploy form: same output, fewer ops
         scale = int(meta.get("scale", 4))
         self.meta = {**meta, "arch": self.config.get("type"), "params": count_params(self.model),
                      "gflops_per_output_mpx": round(gflops_per_output_mpx(self.model.cpu(), scale), 3)}

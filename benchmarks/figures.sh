@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README figures: one per modality, made by the shipped models on test files that pydicom and
+# pydicom-data ship (CT, MR, CR). Nothing from ../shared goes into the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOCS=${DOCS:-docs}
+mkdir -p "$DOCS"
+file() { python -c "from pydicom.data import get_testdata_file as g; print(g('$1'))"; }
+medsr-edge compare "$(file CT_small.dcm)" --window soft-tissue -o "$DOCS/compare-ct.png"
+medsr-edge compare "$(file MR_small.dcm)" -o "$DOCS/compare-mr.png"
+medsr-edge compare "$(file RG3_UNCR.dcm)" -o "$DOCS/compare-cr.png"

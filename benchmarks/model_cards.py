@@ -1,0 +1,127 @@
+"""Write the model cards of the shipped models from what the runs and the benchmark measured.
+
+    python benchmarks/model_cards.py --bench docs/bench-test.json \
+        --run teacher-x4=runs/teacher-x4-psnr --run student-x4=runs/student-x4 \
+        [--run teacher-gan-x4=runs/teacher-x4-gan] --data ../shared/data
+
+Every figure in a card is copied from the training run's own metadata (iterations, wall time,
+hardware, validation) or from the benchmark JSON (test split PSNR/SSIM per modality); nothing is
+typed by hand. Output: medsr_edge/weights/<name>.json and <name>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+from medsr_edge.models.checkpoint import read_metadata
+
+WEIGHTS = Path(os.environ.get("MEDSR_EDGE_WEIGHTS") or Path(__file__).resolve().parents[1] / "medsr_edge" / "weights")
+
+
+def data_sources(data: Path, split: str = "train") -> list[dict]:
+    manifest = data / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return []
+    groups: dict[tuple, int] = {}
+    with open(manifest) as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if row["split"] == split:
+                k = (row["modality"], row["source"], row["license"])
+                groups[k] = groups.get(k, 0) + 1
+    return [{"modality": m, "source": s, "license": lic, "images": n} for (m, s, lic), n in sorted(groups.items())]
+
+
+def bench_rows(bench: dict, name: str) -> list[dict]:
+    return [r for r in bench["rows"] if r["name"] == name and r["status"] == "ok"]
+
+
+def card(name: str, run: Path, bench: dict, data: Path) -> dict:
+    config, meta = read_metadata(run)
+    rows = bench_rows(bench, name)
+    bicubic = next(r for r in bench["rows"] if r["name"] == "bicubic")
+    teacher = next((r for r in bench["rows"] if r["name"] == "teacher-x4" and r["format"] == "onnx" and r["status"] == "ok"), None)
+    main = next((r for r in rows if r["format"] == "onnx"), rows[0] if rows else None)
+    results = {}
+    if main:
+        results = {
+            "split": bench.get("split"), "images": bench.get("images"), "scale": bench.get("scale"),
+            "metrics": bench.get("metrics"),
+            "mean": {"psnr": main["psnr"], "ssim": main["ssim"], "psnr_gain_vs_bicubic": main["psnr_gain_vs_bicubic"]},
+            "per_modality": main["per_modality"],
+            "bicubic": {"psnr": bicubic["psnr"], "ssim": bicubic["ssim"], "per_modality": bicubic["per_modality"]},
+            "artifacts": {r["format"]: {"psnr": r["psnr"], "ssim": r["ssim"], "latency_ms_p50": r["latency_ms_p50"],
+                                        "size_mb": r["size_mb"]} for r in rows},
+        }
+        if teacher and name != "teacher-x4":
+            results["teacher"] = {"psnr": teacher["psnr"], "ssim": teacher["ssim"], "per_modality": teacher["per_modality"],
+                                  "student_minus_teacher_db": round(main["psnr"] - teacher["psnr"], 4)}
+    return {
+        "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
+        "training": {k: meta.get(k) for k in ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch",
+                                                "losses", "ema_decay", "teacher", "torch", "degradation", "normalisation",
+                                                "val_psnr", "val_ssim", "val_psnr_bicubic", "train_images")},
+        "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
+        "results": results,
+        "benchmark_environment": bench.get("environment"),
+    }
+
+
+def markdown(c: dict) -> str:
+    t, r = c["training"], c["results"]
+    lines = [f"# Model card: {c['name']}", "",
+             f"- Architecture: {c['architecture']} ({', '.join(f'{k}={v}' for k, v in c['config'].items() if k not in ('type', 'name'))})",
+             f"- Scale: x{c['scale']}, single channel, input normalised per image to [0, 1] ({t.get('normalisation')})",
+             f"- Training: {t.get('kind')}, {t.get('iterations')} iterations, batch {t.get('batch')}, HR patch {t.get('patch')}, "
+             f"wall time {round((t.get('wall_time_s') or 0) / 60)} min on {t.get('hardware')} (torch {t.get('torch')})",
+             f"- Losses: {json.dumps(t.get('losses'))}; EMA decay {t.get('ema_decay')}",
+             f"- Degradation: {json.dumps(t.get('degradation'))}"]
+    if t.get("teacher"):
+        lines.append(f"- Distilled from: {t['teacher']}")
+    lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
+    lines += [f"| {s['modality']} | {s['source']} | {s['license']} | {s['images']} |" for s in c["data"]["sources"]]
+    if r:
+        lines += ["", f"## Results on the `{r['split']}` split, x{r['scale']} ({r['metrics']})", "",
+                  "| modality | n | bicubic PSNR | this model PSNR | gain | SSIM (bicubic -> model)" + (" | teacher PSNR |" if "teacher" in r else " |"),
+                  "|---|---|---|---|---|---|" + ("---|" if "teacher" in r else "")]
+        for m, v in r["per_modality"].items():
+            b = r["bicubic"]["per_modality"][m]
+            row = f"| {m} | {v['n']} | {b['psnr']:.2f} | {v['psnr']:.2f} | {v['psnr_gain_vs_bicubic']:+.2f} | {b['ssim']:.4f} -> {v['ssim']:.4f} |"
+            if "teacher" in r:
+                row += f" {r['teacher']['per_modality'][m]['psnr']:.2f} |"
+            lines.append(row)
+        mean = r["mean"]
+        lines += ["", f"Mean over modalities: PSNR {mean['psnr']:.2f} dB (bicubic {r['bicubic']['psnr']:.2f}, "
+                      f"gain {mean['psnr_gain_vs_bicubic']:+.2f} dB), SSIM {mean['ssim']:.4f} (bicubic {r['bicubic']['ssim']:.4f})."]
+        if "teacher" in r:
+            lines.append(f"Student minus teacher: {r['teacher']['student_minus_teacher_db']:+.2f} dB.")
+        lines += ["", "| artifact | PSNR | SSIM | ms/img (median) | size MB |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['latency_ms_p50']:.1f} | {v['size_mb']:.2f} |" for k, v in r["artifacts"].items()]
+    env = c.get("benchmark_environment") or {}
+    lines += ["", f"Benchmark machine: {env.get('cpu')} ({env.get('threads')} threads), onnxruntime {env.get('onnxruntime')}.",
+              "", "Produced by `benchmarks/release.sh` (training commands, export, `medsr-edge bench`, this card).",
+              "", "Intended use: research and engineering evaluation of super-resolution on edge devices. Not a medical device;",
+              "not validated for diagnosis. Enhanced images are derived (DICOM ImageType DERIVED) and must not replace the originals."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", type=Path, required=True)
+    ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR_OR_SAFETENSORS")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    args = ap.parse_args()
+    bench = json.loads(args.bench.read_text())
+    for spec in args.run:
+        name, run = spec.split("=", 1)
+        c = card(name, Path(run), bench, args.data)
+        (WEIGHTS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
+        (WEIGHTS / f"{name}.md").write_text(markdown(c))
+        print(f"wrote {WEIGHTS / name}.json/.md")
+
+
+if __name__ == "__main__":
+    main()
