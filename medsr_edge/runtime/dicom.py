@@ -43,6 +43,21 @@ def _rescale_params(ds) -> list[tuple[float, float]]:
 
 
 def read_dicom(path: Path) -> Image:
+    """Read a DICOM file; any malformation becomes an ImageReadError naming the file."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on every odd value; errors are what matter
+            return _read_dicom(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed header can fail anywhere in pydicom
+        detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise ImageReadError(path, f"malformed DICOM ({type(exc).__name__}: {detail})") from None
+
+
+def _read_dicom(path: Path) -> Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
