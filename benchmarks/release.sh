@@ -40,7 +40,7 @@ python benchmarks/model_cards.py --bench "$DOCS/bench-test.json" --data "$DATA" 
   --run "teacher-x4=$RUNS/teacher-x4-psnr" --run "student-x4=$RUNS/student-x4"
 
 # 5. CI baseline: the same gate CI runs (8 test images per modality).
-medsr-edge bench --data "$DATA" --split test --limit 8 --threads "$THREADS" --json benchmarks/baseline-ci.json
+medsr-edge bench --data "$DATA" --split test --limit 8 --backends onnxruntime --threads "$THREADS" --json benchmarks/baseline-ci.json
 
 # 6. README figures, from DICOM files that pydicom and pydicom-data ship (no ../shared image).
 bash benchmarks/figures.sh
