@@ -13,7 +13,9 @@ THREADS=${THREADS:-2}
 TEACHER_CONFIG=${TEACHER_CONFIG:-esrgan-small}
 TEACHER_ITERS=${TEACHER_ITERS:-2500}
 STUDENT_CONFIG=${STUDENT_CONFIG:-student}
-STUDENT_ITERS=${STUDENT_ITERS:-6000}
+STUDENT_ITERS=${STUDENT_ITERS:-5000}
+STUDENT_LIMIT=${STUDENT_LIMIT:-400}  # images per modality whose teacher outputs are cached
+BENCH_BACKENDS=${BENCH_BACKENDS:-onnxruntime tensorrt}  # add torch for the PyTorch rows (slow teacher on CPU)
 mkdir -p "$WEIGHTS" "$DOCS"
 export MEDSR_EDGE_WEIGHTS="$WEIGHTS"
 
@@ -22,7 +24,7 @@ medsr-edge train teacher --config "$TEACHER_CONFIG" --stage psnr --data "$DATA" 
   --iters "$TEACHER_ITERS" --batch 16 --patch 128 --scale 4 --threads "$THREADS"
 # 2. Distillation into the re-parameterizable student (teacher outputs cached once).
 medsr-edge distill --teacher "$RUNS/teacher-x4-psnr" --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/student-x4" \
-  --iters "$STUDENT_ITERS" --batch 32 --patch 128 --scale 4 --lr 5e-4 --threads "$THREADS"
+  --iters "$STUDENT_ITERS" --batch 32 --patch 128 --scale 4 --lr 5e-4 --limit "$STUDENT_LIMIT" --threads "$THREADS"
 
 # 3. Export. Real images of the val split calibrate INT8 and check every export.
 CAL=(--calib-data "$DATA" --calib-split val)
@@ -34,7 +36,8 @@ medsr-edge export --model "$RUNS/student-x4" --format onnx-fp16 --name student-x
 medsr-edge export --model "$RUNS/student-x4" --format onnx-int8 --name student-x4 -o "$WEIGHTS/student-x4-int8.onnx" "${CAL[@]}"
 
 # 4. Benchmark on the test split (README table, JSON, plot), then the model cards from it.
-medsr-edge bench --data "$DATA" --split test --threads "$THREADS" --json "$DOCS/bench-test.json" \
+BK=(); for b in $BENCH_BACKENDS; do BK+=(--backends "$b"); done
+medsr-edge bench --data "$DATA" --split test "${BK[@]}" --threads "$THREADS" --json "$DOCS/bench-test.json" \
   --csv "$DOCS/bench-test.csv" --markdown "$DOCS/bench-test.md" --plot "$DOCS/bench-test.png"
 python benchmarks/model_cards.py --bench "$DOCS/bench-test.json" --data "$DATA" \
   --run "teacher-x4=$RUNS/teacher-x4-psnr" --run "student-x4=$RUNS/student-x4"

@@ -254,10 +254,11 @@ def plot(rows: list[Row], path: str | Path, title: str) -> None:
 
     ok = [r for r in rows if r.status == "ok" and r.psnr is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for r in ok:
+    offsets = [(6, 4), (6, -11), (6, 14), (6, -21), (6, 24)]  # staggered: coincident points stay readable
+    for i, r in enumerate(ok):
         ax.scatter(r.latency_ms_p50, r.psnr, s=40)
-        ax.annotate(f"{r.name} {r.format if r.format != '-' else ''} {r.precision}".strip(), (r.latency_ms_p50, r.psnr),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(f"{r.name} {r.format if r.format != '-' else ''} {r.precision}".replace("  ", " "),
+                    (r.latency_ms_p50, r.psnr), textcoords="offset points", xytext=offsets[i % len(offsets)], fontsize=7)
     front, best = [], -np.inf
     for r in sorted(ok, key=lambda r: r.latency_ms_p50):
         if r.psnr > best:
