@@ -36,6 +36,7 @@ class BenchImage:
     modality: str
     lr: np.ndarray
     hr: np.ndarray
+    path: Path | None = None
 
 
 @dataclass
@@ -79,7 +80,7 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
         hr = crop_to_multiple(Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0]), scale)
         if min(hr.shape) < 8 * scale:
             continue
-        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, degrade(hr, scale), hr))
+        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, degrade(hr, scale), hr, f))
         counts[modality] = counts.get(modality, 0) + 1
     if not out:
         raise MedsrError(f"{data}: no readable images" + (f" in '{split}' folders" if split else ""))
@@ -313,6 +314,21 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
         if now > then * (1 + max_latency_increase):
             failures.append(f"{label}: latency {now:.3f}x the reference, baseline {then:.3f}x (+{(now / then - 1) * 100:.0f}% > {max_latency_increase * 100:.0f}%)")
     return failures
+
+
+def gallery_picks(rows: list[Row], images: list[BenchImage], model: str = "student-x4") -> dict[str, list[tuple[str, int]]]:
+    """Per modality, the (label, image index) of the best, median and worst PSNR gain of
+    ``model`` (ONNX FP32) over bicubic."""
+    bic = next(r for r in rows if r.name == "bicubic")
+    row = next((r for r in rows if r.name == model and r.format == "onnx" and r.status == "ok"), None)
+    if row is None:
+        return {}
+    gains = np.array(row.per_image_psnr) - np.array(bic.per_image_psnr)
+    picks = {}
+    for m in sorted({im.modality for im in images}):
+        idx = sorted((i for i, im in enumerate(images) if im.modality == m), key=lambda i: gains[i])
+        picks[m] = [("worst", idx[0]), ("median", idx[len(idx) // 2]), ("best", idx[-1])]
+    return picks
 
 
 def save_json(doc: dict, path: str | Path) -> None:

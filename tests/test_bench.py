@@ -45,3 +45,12 @@ def test_benchmark_end_to_end(phantom_dir, tmp_path, monkeypatch):
     bm.plot(rows, tmp_path / "p.png", "test")
     assert (tmp_path / "p.png").stat().st_size > 5000
     assert "| student-x4 | onnx |" in bm.markdown_table(rows)
+
+
+def test_gallery_picks_best_median_worst():
+    imgs = [bm.BenchImage(f"{i}", "mri" if i < 3 else "ct", None, None) for i in range(5)]
+    rows = [bm.Row("bicubic", "-", "numpy", "fp32", per_image_psnr=[30, 30, 30, 30, 30]),
+            bm.Row("student-x4", "onnx", "onnxruntime", "fp32", per_image_psnr=[31, 33, 32, 29, 35])]
+    picks = bm.gallery_picks(rows, imgs)
+    assert picks["mri"] == [("worst", 0), ("median", 2), ("best", 1)]
+    assert picks["ct"][0] == ("worst", 3) and picks["ct"][-1] == ("best", 4)

@@ -331,6 +331,7 @@ def bench(
     baseline: Optional[Path] = typer.Option(None, help="Earlier --json to compare with (CI gate)."),
     max_psnr_drop: float = typer.Option(0.05, help="Gate: largest allowed PSNR drop per row, dB."),
     max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
+    gallery: Optional[Path] = typer.Option(None, help="Folder for comparison figures of the best, median and worst images (by student gain over bicubic) per modality."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
     import csv
@@ -376,6 +377,24 @@ def bench(
         markdown.write_text(bm.markdown_table(rows) + "\n")
     if plot_path:
         bm.plot(rows, plot_path, f"x{scale} on {data.name}" + (f"/{split}" if split else "") + f", {len(images)} images")
+    if gallery:
+        from ..figures import comparison_figure
+        from ..runtime.enhancer import Enhancer
+        from ..runtime.io import read_image
+
+        gallery.mkdir(parents=True, exist_ok=True)
+        enh = {}
+        for label, model, prec in (("student FP32", "student-x4", "fp32"), ("student INT8", "student-x4", "int8"), ("teacher", "teacher-x4", "fp32")):
+            try:
+                enh[label] = Enhancer(model, "onnxruntime", prec, tile=tile, threads=threads)
+            except MedsrError as exc:
+                console.print(f"  gallery: {label} left out: {exc}", style="dim")
+        for modality, picks in bm.gallery_picks(rows, images).items():
+            for label, i in picks:
+                out = gallery / f"{modality}-{label}.png"
+                comparison_figure(read_image(images[i].path), enh, scale, out,
+                                  title=f"{modality}, {label} student gain: {images[i].name}")
+                console.print(f"  gallery: {out}")
     if baseline:
         failures = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop, max_latency_increase)
         for f in failures:
