@@ -51,13 +51,14 @@ def test_int8_and_fp16(student_ckpt, tmp_path):
     hrs = [phantom(64, seed=s) for s in range(8)]
     lrs = [degrade(h, 4) for h in hrs]
     calib = CalibrationSet(lrs[2:], lrs[:2], hrs[:2], [])
-    out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, min_psnr_vs_fp32=25.0)
+    out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
     assert report["psnr_int8_vs_fp32_db"] >= 25.0
+    assert report["float_nodes"][0].startswith("/head") and any("DepthToSpace" in n for n in report["float_nodes"])
     model = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert get_metadata(model)["precision"] == "int8"
     with pytest.raises(ModelError, match="INT8 output"):
-        quantize_int8(fp32, tmp_path / "never.onnx", calib, keep_float="no", min_psnr_vs_fp32=200.0)
+        quantize_int8(fp32, tmp_path / "never.onnx", calib, keep_float_ends=False, min_psnr_vs_fp32=200.0)
     assert not (tmp_path / "never.onnx").exists()
     half = convert_fp16(fp32, tmp_path / "s-fp16.onnx")
     assert get_metadata(onnx.load(str(half)))["precision"] == "fp16"
