@@ -121,12 +121,9 @@ class PeakRSS:
         return None if self.base is None else round(self.peak - self.base, 1)
 
 
-def _score(row: Row, outputs: list[np.ndarray], images: list[BenchImage], scale: int, bicubic: list[float] | None) -> None:
-    ps = [psnr(o, im.hr, scale) for o, im in zip(outputs, images)]
-    ss = [ssim(o, im.hr, scale) for o, im in zip(outputs, images)]
+def _score(row: Row, ps: list[float], ss: list[float], images: list[BenchImage], bicubic: list[float] | None) -> None:
     row.per_image_psnr = [round(p, 4) for p in ps]
-    mods = sorted({im.modality for im in images})
-    for m in mods:
+    for m in sorted({im.modality for im in images}):
         idx = [i for i, im in enumerate(images) if im.modality == m]
         entry = {"n": len(idx), "psnr": round(float(np.mean([ps[i] for i in idx])), 4),
                  "ssim": round(float(np.mean([ss[i] for i in idx])), 5)}
@@ -139,20 +136,25 @@ def _score(row: Row, outputs: list[np.ndarray], images: list[BenchImage], scale:
         row.psnr_gain_vs_bicubic = round(float(np.mean([v["psnr_gain_vs_bicubic"] for v in row.per_modality.values()])), 4)
 
 
-def _timed(fn, images: list[BenchImage], row: Row, warmup: int = 1) -> list[np.ndarray]:
+def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[float] | None, warmup: int = 1) -> None:
+    """Time ``fn`` on every image (after ``warmup`` runs), score each output at once and drop it,
+    so the peak memory is the model's working set, not a pile of kept outputs."""
     for im in images[:warmup]:
         fn(im.lr)
-    outputs, times = [], []
+    times, ps, ss = [], [], []
     with PeakRSS() as mem:
         for im in images:
             t0 = time.perf_counter()
-            outputs.append(fn(im.lr))
+            out = fn(im.lr)
             times.append((time.perf_counter() - t0) * 1000)
+            ps.append(psnr(out, im.hr, scale))
+            ss.append(ssim(out, im.hr, scale))
+            del out
     row.latency_ms_p50 = round(statistics.median(times), 3)
     row.latency_ms_p90 = round(float(np.percentile(times, 90)), 3)
     row.images_per_s = round(1000.0 / row.latency_ms_p50, 2) if row.latency_ms_p50 > 0 else None
     row.peak_mem_mb = mem.extra_mb
-    return outputs
+    _score(row, ps, ss, images, bicubic)
 
 
 def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Format, Path]]:
@@ -176,8 +178,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
 
     rows: list[Row] = []
     bic = Row("bicubic", "-", "numpy", "fp32", params=0)
-    outs = _timed(lambda lr: upscale_bicubic(lr, scale), images, bic)
-    _score(bic, outs, images, scale, None)
+    _measure(lambda lr: upscale_bicubic(lr, scale), images, bic, scale, None)
     bic_psnr = bic.per_image_psnr
     rows.append(bic)
     for model, fmt, path in default_rows(models, backends):
@@ -194,8 +195,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
             meta = enh.backend.meta
             row.params = meta.get("params")
             row.gflops_per_mpx = meta.get("gflops_per_output_mpx")
-            outs = _timed(enh.enhance_array, images, row)
-            _score(row, outs, images, scale, bic_psnr)
+            _measure(enh.enhance_array, images, row, scale, bic_psnr)
         except MedsrError as exc:
             row.status, row.reason = "skipped", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash

@@ -36,9 +36,11 @@ class CalibrationSet:
     sources: list[str]
 
 
-def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, crop: int = 256,
+def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, crop: int | None = None,
                          split: str | None = None, holdout: float = 0.25) -> CalibrationSet:
-    """Centre crops of up to ``max_images`` real images (modality-balanced), degraded as in training."""
+    """Up to ``max_images`` real images (modality-balanced), degraded as in training. Whole images
+    by default: their borders, where zero padding meets bright background (MONOCHROME1 radiographs),
+    set activation ranges that centre crops miss. ``crop`` takes centre crops of that side instead."""
     from ..distill.data import discover
     from ..runtime.errors import ImageReadError
     from ..runtime.io import read_image
@@ -64,13 +66,18 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
             continue
         hr = Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0])
         h, w = hr.shape
-        c = min(crop, h, w) // scale * scale
-        hr = crop_to_multiple(hr[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c], scale)
+        if crop:
+            c = min(crop, h, w) // scale * scale
+            hr = hr[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
+        hr = crop_to_multiple(hr, scale)
         lrs.append(degrade(hr, scale)), hrs.append(hr), names.append(str(f))
     if len(lrs) < 4:
         raise ModelError(f"{data}: need at least 4 readable calibration images, found {len(lrs)}")
     n_check = max(int(len(lrs) * holdout), 2)
-    return CalibrationSet(lrs[n_check:], lrs[:n_check], hrs[:n_check], names)
+    # Each calibration image also in inverted contrast: bright borders and backgrounds (collimated
+    # radiographs, MONOCHROME1 displays) then fall inside the calibrated activation ranges.
+    calib = [x for lr in lrs[n_check:] for x in (lr, 1.0 - lr)]
+    return CalibrationSet(calib, lrs[:n_check], hrs[:n_check], names)
 
 
 class _Reader:
