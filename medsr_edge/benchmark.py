@@ -88,11 +88,13 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
 
 
 class PeakRSS:
-    """Peak resident memory above the starting level while the block runs (Linux /proc; else None)."""
+    """Peak resident memory above the starting level while ``active`` is set (Linux /proc; else
+    None). Polled every 5 ms from a thread; the caller sets ``active`` around the model call only."""
 
     def __enter__(self):
         self.base = self._rss()
         self.peak = self.base
+        self.active = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -108,7 +110,7 @@ class PeakRSS:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.005):
-            r = self._rss()
+            r = self._rss() if self.active else None
             if r is not None and self.peak is not None:
                 self.peak = max(self.peak, r)
 
@@ -144,9 +146,11 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     times, ps, ss = [], [], []
     with PeakRSS() as mem:
         for im in images:
+            mem.active = True
             t0 = time.perf_counter()
             out = fn(im.lr)
             times.append((time.perf_counter() - t0) * 1000)
+            mem.active = False
             ps.append(psnr(out, im.hr, scale))
             ss.append(ssim(out, im.hr, scale))
             del out
