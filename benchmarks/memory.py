@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+Image.MAX_IMAGE_PIXELS = None  # the outputs here are deliberately huge (up to 16384x16384)
+
 
 def make_image(path: Path, size: int) -> None:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size

@@ -121,6 +121,7 @@ def _read_raster(path: Path) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
+    PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS  # our own bound (checked below) instead of Pillow's 179 MP
     suffix = path.suffix.lower()
     fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(suffix, "png")
     try:
