@@ -4,6 +4,7 @@ only when asked for, so the runtime works with numpy + onnxruntime alone."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -98,10 +99,9 @@ class TorchBackend(Backend):
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  expected_scale: int | None = None) -> None:
-        try:
-            import torch
-
-            from ..models.checkpoint import load_model
+        try:  # imported here, never at module level: the runtime itself must not need torch
+            torch = importlib.import_module("torch")
+            load_model = importlib.import_module("medsr_edge.models.checkpoint").load_model
         except ImportError:
             raise BackendUnavailable("the torch backend needs PyTorch: pip install 'medsr-edge[train]'") from None
         self.torch = torch
