@@ -84,7 +84,7 @@ class OnnxRuntimeBackend(Backend):
         self._check_meta(expected_scale)
         self.precision = str(self.meta.get("precision", format_of_file(self.path).precision))
         inp = self.session.get_inputs()[0]
-        if len(inp.shape) != 4 or inp.shape[1] not in (1, "C", None) and inp.shape[1] != 1:
+        if len(inp.shape) != 4 or inp.shape[1] != 1:
             raise ModelError(f"{self.path}: input shape {inp.shape} is not (N, 1, H, W)")
         self.input_name = inp.name
 

@@ -64,8 +64,6 @@ class Enhancer:
                  tile: int = 256, overlap: int = 16, device: str = "auto", threads: int | None = None,
                  scale: int | None = None) -> None:
         chosen = "onnxruntime" if backend == "auto" else backend
-        if chosen == "tensorrt" and Path(str(model)).suffix == "":
-            pass  # a name: resolve_model picks the .engine
         self.model_path = resolve_model(model, chosen, precision)
         self.backend: Backend = open_backend(self.model_path, backend if Path(str(model)).suffix else chosen,
                                              device, threads, scale)

@@ -119,7 +119,6 @@ def _to_grey(arr: np.ndarray, path: Path) -> np.ndarray:
 
 def _read_raster(path: Path) -> Image:
     from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
 
     PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS  # our own bound (checked below) instead of Pillow's 179 MP
     suffix = path.suffix.lower()
@@ -147,7 +146,7 @@ def _read_raster(path: Path) -> Image:
                 arr = _to_grey(arr, path)[None]
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Exception) as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - Pillow/tifffile raise many types on corrupt files
         kind = "TIFF" if fmt == "tiff" else fmt.upper()
         raise ImageReadError(path, f"not a readable {kind} image ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:120] if str(exc) else 'truncated or corrupt'})") from None
