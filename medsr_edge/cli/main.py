@@ -7,6 +7,7 @@ Heavy packages (torch, onnx, TensorRT) are imported inside the commands that nee
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,10 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -57,7 +62,7 @@ def enhance(
     overlap: int = typer.Option(16, help="Input pixels shared by neighbouring tiles."),
     to: Optional[str] = typer.Option(None, help="Output type for folder/default outputs: dcm, png, tif, jpg. Default: same as input."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist."),
-    skip_existing: bool = typer.Option(False, help="Leave outputs that exist as they are (resume a batch)."),
+    skip_existing: bool = typer.Option(False, help="Keep an existing -o FILE instead of refusing (folder outputs are always resumed)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime (default: all)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -67,24 +72,25 @@ def enhance(
 
     from ..runtime.enhancer import Enhancer
     from ..runtime.io import iter_image_files
-    from ..runtime.pipeline import enhance_file, plan_jobs
+    from ..runtime.pipeline import enhance_file, exclude_outputs, existing_output_action, plan_jobs
 
     try:
         enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, threads=threads)
     except MedsrError as exc:
         fail(str(exc))
-    files = iter_image_files(inputs)
+    files = exclude_outputs(iter_image_files(inputs), output)
     if not files:
         fail(f"no image files found in {', '.join(map(str, inputs))}")
     jobs = plan_jobs(files, [Path(p) for p in inputs], output, enhancer.scale, to)
     failed = skipped = 0
     bar = tqdm(jobs, desc=f"enhance x{enhancer.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's stop acts like Ctrl-C
     try:
         for job in bar:
-            if skip_existing and job.dst.exists() and not overwrite:
-                skipped += 1
-                continue
             try:
+                if existing_output_action(job, overwrite, skip_existing) == "skip":
+                    skipped += 1
+                    continue
                 dst = enhance_file(enhancer, job, overwrite)
                 bar.write(f"{job.src} -> {dst}", file=sys.stderr) if len(jobs) > 1 else typer.echo(str(dst))
             except MedsrError as exc:
@@ -99,11 +105,16 @@ def enhance(
                 if verbose:
                     logging.exception("details")
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished outputs are complete, no partial file was left", err=True)
+        bar.close()
+        typer.echo("interrupted: finished outputs are complete, no partial file was left; "
+                   "run the same command again to resume", err=True)
         raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     done = len(jobs) - failed - skipped
-    if len(jobs) > 1 or failed:
-        typer.echo(f"{done} enhanced, {skipped} skipped, {failed} failed ({enhancer.describe()})", err=True)
+    if len(jobs) > 1 or failed or skipped:
+        note = " (complete outputs exist; --overwrite to redo them)" if skipped else ""
+        typer.echo(f"{done} enhanced, {skipped} skipped{note}, {failed} failed ({enhancer.describe()})", err=True)
     if failed:
         raise typer.Exit(1)
 
