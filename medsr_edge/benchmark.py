@@ -58,6 +58,7 @@ class Row:
     latency_ms_p90: float | None = None
     images_per_s: float | None = None
     peak_mem_mb: float | None = None
+    fid: float | None = None
     per_image_psnr: list = field(default_factory=list)
 
 
@@ -161,6 +162,14 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     _score(row, ps, ss, images, bicubic)
 
 
+def _fid_pass(fn, images: list[BenchImage], row: Row, fid) -> None:
+    """FID of ``fn``'s outputs against the ground truths, in a pass of its own so that the
+    Inception network never runs inside the latency and memory measurements."""
+    for im in images:
+        fid.add(fn(im.lr), real=False)
+    row.fid = round(fid.compute(), 4)
+
+
 def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Format, Path]]:
     """(model, format, file) for every shipped artifact of ``models`` on ``backends``."""
     shipped = shipped_models()
@@ -176,13 +185,19 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
 
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
-                  tile: int = 256, threads: int | None = None, progress=None) -> list[Row]:
-    """Bicubic first, then every (model, format) row; failures become rows with a reason."""
+                  tile: int = 256, threads: int | None = None, progress=None, fid=None) -> list[Row]:
+    """Bicubic first, then every (model, format) row; failures become rows with a reason.
+    ``fid``: a :class:`medsr_edge.fid.FrechetScorer` to add an FID per row, or None."""
     from .runtime.enhancer import Enhancer
 
     rows: list[Row] = []
+    if fid is not None:
+        for im in images:
+            fid.add(im.hr, real=True)
     bic = Row("bicubic", "-", "numpy", "fp32", params=0)
     _measure(lambda lr: upscale_bicubic(lr, scale), images, bic, scale, None)
+    if fid is not None:
+        _fid_pass(lambda lr: upscale_bicubic(lr, scale), images, bic, fid)
     bic_psnr = bic.per_image_psnr
     rows.append(bic)
     for model, fmt, path in default_rows(models, backends):
@@ -200,6 +215,8 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
             row.params = meta.get("params")
             row.gflops_per_mpx = meta.get("gflops_per_output_mpx")
             _measure(enh.enhance_array, images, row, scale, bic_psnr)
+            if fid is not None:
+                _fid_pass(enh.enhance_array, images, row, fid)
         except MedsrError as exc:
             row.status, row.reason = "skipped", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
@@ -220,8 +237,8 @@ def to_json(rows: list[Row], meta: dict) -> dict:
     return {**meta, "rows": [asdict(r) for r in rows]}
 
 
-def table(rows: list[Row], reference: str | None = None) -> list[list[str]]:
-    """Rows of the terminal/README table."""
+def table(rows: list[Row], fid_skipped: bool = False) -> list[list[str]]:
+    """Rows of the terminal/README table; the FID column reads "skipped" when ``fid_skipped``."""
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
@@ -231,12 +248,13 @@ def table(rows: list[Row], reference: str | None = None) -> list[list[str]]:
         out.append([r.name, r.format, r.backend, r.precision, r.status,
                     f(r.size_mb, ".2f"), f(r.params, ","), f(r.gflops_per_mpx, ".1f"), f(r.psnr, ".2f"),
                     f(r.psnr_gain_vs_bicubic, "+.2f"), f(r.ssim, ".4f"), mods or "-", f(r.latency_ms_p50, ".1f"),
-                    f(r.latency_ms_p90, ".1f"), f(r.images_per_s, ".1f"), f(r.peak_mem_mb, ".0f")])
+                    f(r.latency_ms_p90, ".1f"), f(r.images_per_s, ".1f"), f(r.peak_mem_mb, ".0f"),
+                    "skipped" if fid_skipped and r.status == "ok" else f(r.fid, ".2f")])
     return out
 
 
 HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", "GFLOPs/MP", "PSNR dB",
-           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB"]
+           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID"]
 
 
 def notes(rows: list[Row]) -> list[str]:
@@ -244,9 +262,9 @@ def notes(rows: list[Row]) -> list[str]:
     return [f"{r.name} {r.format}: {r.status}: {r.reason}" for r in rows if r.status != "ok"]
 
 
-def markdown_table(rows: list[Row]) -> str:
+def markdown_table(rows: list[Row], fid_skipped: bool = False) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table(rows)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table(rows, fid_skipped)]
     return "\n".join(lines)
 
 

@@ -54,3 +54,72 @@ def test_gallery_picks_best_median_worst():
     picks = bm.gallery_picks(rows, imgs)
     assert picks["mri"] == [("worst", 0), ("median", 2), ("best", 1)]
     assert picks["ct"][0] == ("worst", 3) and picks["ct"][-1] == ("best", 4)
+
+
+def _bench_weights(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    make_tiny_onnx(weights / "student-x4.onnx")
+    make_tiny_onnx(weights / "teacher-x4.onnx", seed=1, feat=16)
+    monkeypatch.setenv("MEDSR_EDGE_WEIGHTS", str(weights))
+
+
+def test_fid_skipped_with_reason_and_nothing_downloaded(tmp_path, monkeypatch):
+    from medsr_edge.fid import FidUnavailable, fid_scorer
+
+    monkeypatch.delenv("MEDSR_FID_WEIGHTS", raising=False)
+    with pytest.raises(FidUnavailable, match="no Inception weights.*nothing is downloaded"):
+        fid_scorer(None)
+    with pytest.raises(FidUnavailable, match="nope.pth: Inception weights file not found"):
+        fid_scorer(tmp_path / "nope.pth")
+
+
+def test_bench_cli_reports_fid_skipped(phantom_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medsr_edge.cli.main import app
+
+    _bench_weights(tmp_path, monkeypatch)
+    monkeypatch.delenv("MEDSR_FID_WEIGHTS", raising=False)
+    res = CliRunner().invoke(app, ["bench", "--data", str(phantom_dir), "--split", "test", "--backends", "onnxruntime",
+                                   "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")])
+    assert res.exit_code == 0, res.output
+    assert "FID skipped: no Inception weights" in res.stdout
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["fid"]["status"] == "skipped" and "nothing is downloaded" in doc["fid"]["reason"]
+    student = next(line for line in (tmp_path / "b.md").read_text().splitlines() if line.startswith("| student-x4 | onnx |"))
+    assert student.rstrip(" |").endswith("skipped")
+
+
+def test_fid_column_with_stand_in_features(phantom_dir, tmp_path, monkeypatch):
+    """The FID plumbing (crops, real statistics kept, one value per row) on a small seeded feature
+    network standing in for Inception-v3, whose weights are not available offline."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchmetrics")
+    from medsr_edge.fid import crops, fid_scorer
+
+    assert crops(np.zeros((700, 310))).shape == (2, 299, 299)
+    assert crops(np.zeros((96, 120))).shape == (1, 96, 96)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=2), torch.nn.Tanh(), torch.nn.Conv2d(8, 6, 3, stride=2),
+                              torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 6)).eval()
+    with torch.no_grad():
+        net[-1].weight.copy_(100 * torch.eye(6))
+    scorer = fid_scorer(feature=net)
+    rng = np.random.default_rng(0)
+    gt = [np.clip(rng.normal(0.5, 0.2, (64, 64)), 0, 1) for _ in range(40)]
+    for im in gt:
+        scorer.add(im, real=True)
+    for im in gt:
+        scorer.add(im, real=False)
+    same = scorer.compute()
+    for im in gt:
+        scorer.add(np.clip(im + rng.normal(0, 0.3, im.shape), 0, 1), real=False)
+    noisy = scorer.compute()
+    assert abs(same) < 1e-6 < noisy
+
+    _bench_weights(tmp_path, monkeypatch)
+    images = bm.load_bench_images(phantom_dir, 4, split="test")
+    rows = bm.run_benchmark(images, 4, ["student-x4"], ["onnxruntime"], fid=fid_scorer(feature=net))
+    assert all(r.fid is not None and r.fid >= 0 for r in rows if r.status == "ok")
+    assert len({r.fid for r in rows}) == len(rows)

@@ -344,6 +344,7 @@ def bench(
     max_psnr_drop: float = typer.Option(0.05, help="Gate: largest allowed PSNR drop per row, dB."),
     max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
     gallery: Optional[Path] = typer.Option(None, help="Folder for comparison figures of the best, median and worst images (by student gain over bicubic) per modality."),
+    fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
     import csv
@@ -365,18 +366,27 @@ def bench(
     for im in images:
         mods[im.modality] = mods.get(im.modality, 0) + 1
     console.print(f"{len(images)} images {mods}, x{scale}, degradation: antialiased bicubic")
+    from ..fid import FidUnavailable, fid_scorer
+
+    try:
+        fid, fid_info = fid_scorer(fid_weights), {"status": "ok", "weights": str(fid_weights or "$MEDSR_FID_WEIGHTS")}
+    except FidUnavailable as exc:
+        fid, fid_info = None, {"status": "skipped", "reason": str(exc)}
     rows = bm.run_benchmark(images, scale, models, backends, tile, threads,
-                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"))
+                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid)
+    if fid is not None:
+        fid_info["real_crops"] = fid.real_crops
+    fid_skipped = fid is None
     t = Table(title=f"medsr-edge bench x{scale} on {data}" + (f" ({split})" if split else ""))
     for h in bm.HEADERS:
         t.add_column(h, overflow="fold")
-    for cells in bm.table(rows):
+    for cells in bm.table(rows, fid_skipped):
         t.add_row(*cells)
     console.print(t)
-    for note in bm.notes(rows):
+    for note in bm.notes(rows) + ([f"FID skipped: {fid_info['reason']}"] if fid_skipped else []):
         console.print(f"  {note}", style="dim", soft_wrap=True)
     doc = bm.to_json(rows, {"data": str(data), "split": split, "scale": scale, "limit": limit, "images": mods,
-                            "tile": tile, "environment": bm.environment(threads),
+                            "tile": tile, "environment": bm.environment(threads), "fid": fid_info,
                             "metrics": "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"})
     if json_path:
         bm.save_json(doc, json_path)
@@ -384,9 +394,9 @@ def bench(
         with open(csv_path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(bm.HEADERS)
-            w.writerows(bm.table(rows))
+            w.writerows(bm.table(rows, fid_skipped))
     if markdown:
-        markdown.write_text(bm.markdown_table(rows) + "\n")
+        markdown.write_text(bm.markdown_table(rows, fid_skipped) + "\n")
     if plot_path:
         bm.plot(rows, plot_path, f"x{scale} on {data.name}" + (f"/{split}" if split else "") + f", {len(images)} images")
     if gallery:
