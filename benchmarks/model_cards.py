@@ -1,6 +1,6 @@
 """Write the model cards of the shipped models from what the runs and the benchmark measured.
 
-    python benchmarks/model_cards.py --bench docs/bench-test.json \
+    python benchmarks/model_cards.py --bench docs/bench-test-x4.json \
         --run teacher-x4=runs/teacher-x4-psnr --run student-x4=runs/student-x4 \
         [--run teacher-gan-x4=runs/teacher-x4-gan] --data ../shared/data
 
@@ -43,7 +43,8 @@ def card(name: str, run: Path, bench: dict, data: Path) -> dict:
     config, meta = read_metadata(run)
     rows = bench_rows(bench, name)
     bicubic = next(r for r in bench["rows"] if r["name"] == "bicubic")
-    teacher = next((r for r in bench["rows"] if r["name"] == "teacher-x4" and r["format"] == "onnx" and r["status"] == "ok"), None)
+    teacher_name = f"teacher-x{bench.get('scale', 4)}"
+    teacher = next((r for r in bench["rows"] if r["name"] == teacher_name and r["format"] == "onnx" and r["status"] == "ok"), None)
     main = next((r for r in rows if r["format"] == "onnx"), rows[0] if rows else None)
     results = {}
     if main:
@@ -56,7 +57,7 @@ def card(name: str, run: Path, bench: dict, data: Path) -> dict:
             "artifacts": {r["format"]: {"psnr": r["psnr"], "ssim": r["ssim"], "latency_ms_p50": r["latency_ms_p50"],
                                         "size_mb": r["size_mb"]} for r in rows},
         }
-        if teacher and name != "teacher-x4":
+        if teacher and name != teacher_name:
             results["teacher"] = {"psnr": teacher["psnr"], "ssim": teacher["ssim"], "per_modality": teacher["per_modality"],
                                   "student_minus_teacher_db": round(main["psnr"] - teacher["psnr"], 4)}
     return {

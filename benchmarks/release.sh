@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x4 models end to end: teacher (PSNR stage), distillation, export to
-# ONNX FP32/FP16/INT8, benchmark on the test split, model cards, README figures, CI baseline.
-# Completed runs are resumed/skipped. Knobs (env): DATA, RUNS, WEIGHTS, DOCS, THREADS,
-# TEACHER_CONFIG, TEACHER_ITERS, STUDENT_CONFIG, STUDENT_ITERS.
+# Reproduce the shipped models of one scale end to end: teacher (PSNR stage), distillation, export to
+# ONNX FP32/FP16/INT8, benchmark on the test split, model cards, CI baseline, README figures (x4).
+# Completed training runs are resumed/skipped; exports replace the shipped files.
+# Knobs (env): SCALE (4 or 2), DATA, RUNS, WEIGHTS, DOCS, THREADS, TEACHER_CONFIG, TEACHER_ITERS,
+# STUDENT_CONFIG, STUDENT_ITERS, STUDENT_LIMIT, BENCH_BACKENDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCALE=${SCALE:-4}
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 WEIGHTS=${WEIGHTS:-medsr_edge/weights}
@@ -16,34 +18,41 @@ STUDENT_CONFIG=${STUDENT_CONFIG:-student}
 STUDENT_ITERS=${STUDENT_ITERS:-5000}
 STUDENT_LIMIT=${STUDENT_LIMIT:-400}  # images per modality whose teacher outputs are cached
 BENCH_BACKENDS=${BENCH_BACKENDS:-onnxruntime tensorrt}  # add torch for the PyTorch rows (slow teacher on CPU)
+PATCH=$((32 * SCALE))  # HR patch side: the LR patch is 32x32 at every scale
+T=teacher-x$SCALE; S=student-x$SCALE
 mkdir -p "$WEIGHTS" "$DOCS"
 export MEDSR_EDGE_WEIGHTS="$WEIGHTS"
 
 # 1. Teacher, PSNR-oriented stage (L1), EMA generator.
-medsr-edge train teacher --config "$TEACHER_CONFIG" --stage psnr --data "$DATA" --out "$RUNS/teacher-x4-psnr" \
-  --iters "$TEACHER_ITERS" --batch 16 --patch 128 --scale 4 --threads "$THREADS"
+medsr-edge train teacher --config "$TEACHER_CONFIG" --stage psnr --data "$DATA" --out "$RUNS/$T-psnr" \
+  --iters "$TEACHER_ITERS" --batch 16 --patch "$PATCH" --scale "$SCALE" --threads "$THREADS"
 # 2. Distillation into the re-parameterizable student (teacher outputs cached once).
-medsr-edge distill --teacher "$RUNS/teacher-x4-psnr" --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/student-x4" \
-  --iters "$STUDENT_ITERS" --batch 32 --patch 128 --scale 4 --lr 5e-4 --limit "$STUDENT_LIMIT" --threads "$THREADS"
+medsr-edge distill --teacher "$RUNS/$T-psnr" --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/$S" \
+  --iters "$STUDENT_ITERS" --batch 32 --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --limit "$STUDENT_LIMIT" --threads "$THREADS"
+
+cp "$RUNS/$T-psnr/curves.png" "$DOCS/curves-$T-psnr.png"; cp "$RUNS/$T-psnr/log.csv" "$DOCS/log-$T-psnr.csv"
+cp "$RUNS/$S/curves.png" "$DOCS/curves-$S.png"; cp "$RUNS/$S/log.csv" "$DOCS/log-$S.csv"
 
 # 3. Export. Real images of the val split calibrate INT8 and check every export.
 CAL=(--calib-data "$DATA" --calib-split val)
-medsr-edge export --model "$RUNS/teacher-x4-psnr" --format pytorch --precision fp16 --name teacher-x4 -o "$WEIGHTS/teacher-x4.safetensors"
-medsr-edge export --model "$RUNS/teacher-x4-psnr" --format onnx --name teacher-x4 -o "$WEIGHTS/teacher-x4.onnx" "${CAL[@]}"
-medsr-edge export --model "$RUNS/student-x4" --format pytorch --name student-x4 -o "$WEIGHTS/student-x4.safetensors"
-medsr-edge export --model "$RUNS/student-x4" --format onnx --name student-x4 -o "$WEIGHTS/student-x4.onnx" "${CAL[@]}"
-medsr-edge export --model "$RUNS/student-x4" --format onnx-fp16 --name student-x4 -o "$WEIGHTS/student-x4-fp16.onnx"
-medsr-edge export --model "$RUNS/student-x4" --format onnx-int8 --name student-x4 -o "$WEIGHTS/student-x4-int8.onnx" "${CAL[@]}"
+X=(--overwrite)
+medsr-edge export --model "$RUNS/$T-psnr" --format pytorch --precision fp16 --name "$T" -o "$WEIGHTS/$T.safetensors" "${X[@]}"
+medsr-edge export --model "$RUNS/$T-psnr" --format onnx --name "$T" -o "$WEIGHTS/$T.onnx" "${CAL[@]}" "${X[@]}"
+medsr-edge export --model "$RUNS/$S" --format pytorch --name "$S" -o "$WEIGHTS/$S.safetensors" "${X[@]}"
+medsr-edge export --model "$RUNS/$S" --format onnx --name "$S" -o "$WEIGHTS/$S.onnx" "${CAL[@]}" "${X[@]}"
+medsr-edge export --model "$RUNS/$S" --format onnx-fp16 --name "$S" -o "$WEIGHTS/$S-fp16.onnx" "${X[@]}"
+medsr-edge export --model "$RUNS/$S" --format onnx-int8 --name "$S" -o "$WEIGHTS/$S-int8.onnx" "${CAL[@]}" "${X[@]}"
 
 # 4. Benchmark on the test split (README table, JSON, plot), then the model cards from it.
 BK=(); for b in $BENCH_BACKENDS; do BK+=(--backends "$b"); done
-medsr-edge bench --data "$DATA" --split test "${BK[@]}" --threads "$THREADS" --json "$DOCS/bench-test.json" \
-  --csv "$DOCS/bench-test.csv" --markdown "$DOCS/bench-test.md" --plot "$DOCS/bench-test.png"
-python benchmarks/model_cards.py --bench "$DOCS/bench-test.json" --data "$DATA" \
-  --run "teacher-x4=$RUNS/teacher-x4-psnr" --run "student-x4=$RUNS/student-x4"
+B="$DOCS/bench-test-x$SCALE"
+medsr-edge bench --data "$DATA" --split test --scale "$SCALE" "${BK[@]}" --threads "$THREADS" --json "$B.json" \
+  --csv "$B.csv" --markdown "$B.md" --plot "$B.png"
+python benchmarks/model_cards.py --bench "$B.json" --data "$DATA" --run "$T=$RUNS/$T-psnr" --run "$S=$RUNS/$S"
 
 # 5. CI baseline: the same gate CI runs (8 test images per modality).
-medsr-edge bench --data "$DATA" --split test --limit 8 --backends onnxruntime --threads "$THREADS" --json benchmarks/baseline-ci.json
+medsr-edge bench --data "$DATA" --split test --scale "$SCALE" --limit 8 --backends onnxruntime --threads "$THREADS" \
+  --json "benchmarks/baseline-ci-x$SCALE.json"
 
 # 6. README figures, from DICOM files that pydicom and pydicom-data ship (no ../shared image).
-bash benchmarks/figures.sh
+if [ "$SCALE" = 4 ]; then bash benchmarks/figures.sh; fi

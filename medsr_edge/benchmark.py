@@ -62,8 +62,10 @@ class Row:
     per_image_psnr: list = field(default_factory=list)
 
 
-def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None) -> list[BenchImage]:
-    """Ground truths (first frame, normalised per image) and their LR versions, modality-tagged."""
+def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None,
+                      left_out: list[str] | None = None) -> list[BenchImage]:
+    """Ground truths (first frame, normalised per image) and their LR versions, modality-tagged.
+    Unreadable files are left out; their one-line errors are appended to ``left_out``."""
     root = Path(data)
     files = iter_image_files([root])
     out, counts = [], {}
@@ -76,7 +78,9 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
             continue
         try:
             img = read_image(f)
-        except ImageReadError:
+        except ImageReadError as exc:
+            if left_out is not None:
+                left_out.append(str(exc))
             continue
         hr = crop_to_multiple(Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0]), scale)
         if min(hr.shape) < 8 * scale:

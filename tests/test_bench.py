@@ -81,10 +81,12 @@ def test_bench_cli_reports_fid_skipped(phantom_dir, tmp_path, monkeypatch):
 
     _bench_weights(tmp_path, monkeypatch)
     monkeypatch.delenv("MEDSR_FID_WEIGHTS", raising=False)
+    (phantom_dir / "ct" / "synthetic" / "test" / "broken.dcm").write_bytes(b"\x00" * 300)
     res = CliRunner().invoke(app, ["bench", "--data", str(phantom_dir), "--split", "test", "--backends", "onnxruntime",
                                    "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")])
     assert res.exit_code == 0, res.output
     assert "FID skipped: no Inception weights" in res.stdout
+    assert "1 unreadable files left out, first:" in res.stdout and "broken.dcm" in res.stdout
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["fid"]["status"] == "skipped" and "nothing is downloaded" in doc["fid"]["reason"]
     student = next(line for line in (tmp_path / "b.md").read_text().splitlines() if line.startswith("| student-x4 | onnx |"))

@@ -62,3 +62,25 @@ def test_int8_and_fp16(student_ckpt, tmp_path):
     assert not (tmp_path / "never.onnx").exists()
     half = convert_fp16(fp32, tmp_path / "s-fp16.onnx")
     assert get_metadata(onnx.load(str(half)))["precision"] == "fp16"
+
+
+def test_export_refuses_to_replace_its_input_or_an_existing_file(tmp_path, student_ckpt):
+    """Checked before any work: the source model and existing files are never overwritten, and an
+    unwritable folder is a one-line error."""
+    from typer.testing import CliRunner
+
+    from medsr_edge.cli.main import app
+
+    src = student_ckpt
+    before = src.read_bytes()
+    runner = CliRunner()
+    for out, msg in ((src, "replace the input model"), (tmp_path / "taken.onnx", "output exists"),
+                     (tmp_path / "file" / "x.onnx", "cannot write here")):
+        if out.name == "taken.onnx":
+            out.write_bytes(b"keep")
+            (tmp_path / "file").write_bytes(b"a file, not a folder")
+        res = runner.invoke(app, ["export", "--model", str(src), "--format", "onnx", "-o", str(out)])
+        assert res.exit_code == 2 and msg in res.stderr and "Traceback" not in res.stderr, res.output
+    assert src.read_bytes() == before and (tmp_path / "taken.onnx").read_bytes() == b"keep"
+    res = runner.invoke(app, ["export", "--model", str(src), "--format", "onnx", "-o", str(tmp_path / "taken.onnx"), "--overwrite"])
+    assert res.exit_code == 0, res.output

@@ -83,6 +83,30 @@ def test_unreadable_file(tmp_path):
         read_image(p)
 
 
+def test_unreadable_file_one_line_error_in_a_batch(tmp_path, tiny_onnx, monkeypatch):
+    """The same fault where the tests run as root (CI containers): the OS refusal is simulated,
+    the batch reports it in one line and still enhances the readable file."""
+    import builtins
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("ok.png", "secret.png"):
+        PILImage.fromarray(np.full((8, 8), 50, np.uint8)).save(folder / name)
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if str(file).endswith("secret.png"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    res = runner.invoke(app, ["enhance", str(folder), "--model", str(tiny_onnx)])
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "secret.png" in ln)
+    assert line.startswith("error: ") and "permission denied" in line
+    assert (tmp_path / "in-sr-x4" / "ok.png").exists() and not (tmp_path / "in-sr-x4" / "secret.png").exists()
+
+
 def test_palette_png_of_grey_content(tmp_path):
     img = PILImage.fromarray((np.arange(256, dtype=np.uint8).reshape(16, 16))).convert("P")
     img.save(tmp_path / "pal.png")

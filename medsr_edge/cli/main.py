@@ -226,6 +226,23 @@ def distill(
     typer.echo(str(path))
 
 
+def _check_export_output(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is the source model, exists (without
+    ``overwrite``) or lies in a folder that cannot be written."""
+    import tempfile
+
+    if out.resolve() == Path(source).resolve():
+        fail(f"{out}: output would replace the input model; choose another -o")
+    if out.exists() and not overwrite:
+        fail(f"{out}: output exists; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        fail(f"{out}: cannot write here ({exc.strerror or exc}); choose a writable -o folder")
+
+
 @app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Shipped name (student-x4) or checkpoint (model.safetensors or training folder)."),
@@ -243,6 +260,7 @@ def export(
     opt_shape: str = typer.Option("256x256", help="TensorRT profile: input HxW to tune for."),
     max_shape: str = typer.Option("512x512", help="TensorRT profile: largest input HxW (use --tile <= this)."),
     name: Optional[str] = typer.Option(None, help="Model name stored in the metadata (default from the file)."),
+    overwrite: bool = typer.Option(False, help="Replace an output file that exists."),
 ) -> None:
     """Export a checkpoint to ONNX / ONNX FP16 / ONNX INT8 (QDQ) / TensorRT engine, verified on the way."""
     _setup_logging(True)
@@ -260,10 +278,13 @@ def export(
             ckpt = resolve_checkpoint(model)
             net, config, meta = load_model(ckpt)
             out = output or Path((name or model) + ".safetensors")
+            _check_export_output(out, ckpt, overwrite)
             half = precision is not None and precision.value == "fp16"
             save_model(out, net, config, {**meta, "model_name": name or meta.get("model_name"), "stored_as": "fp16" if half else "fp32"}, half=half)
         except MedsrError as exc:
             fail(str(exc))
+        except OSError as exc:
+            fail(f"{out}: write failed ({exc.strerror or exc}); nothing was written")
         typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, pytorch {'fp16' if half else 'fp32'} weights)")
         return
     if format == "engine":
@@ -294,6 +315,7 @@ def export(
         ckpt = resolve_checkpoint(model)
         base = name or (Path(model).name if not Path(model).exists() else (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem))
         out = output or Path(base + fmt.suffix)
+        _check_export_output(out, ckpt, overwrite)
         calib = None
         if calib_data is not None:
             from ..models.checkpoint import read_metadata
@@ -323,6 +345,8 @@ def export(
                 build_engine(src, out, fmt.precision, profile, get_metadata(onnx.load(str(src))))
     except (MedsrError, ValueError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{out}: write failed ({exc.strerror or exc}); nothing was written")
     typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, {fmt.name})")
 
 
@@ -330,7 +354,7 @@ def export(
 def bench(
     data: Path = typer.Option(..., help="Folder of ground-truth images (recursive): PNG/JPEG/TIFF/DICOM."),
     scale: int = 4,
-    models: List[str] = typer.Option(["teacher-x4", "student-x4"], "--models", help="Shipped model names."),
+    models: Optional[List[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS and student-xS for --scale S)."),
     backends: List[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
     split: Optional[str] = typer.Option(None, help="Only files in folders of this name (e.g. test)."),
     limit: Optional[int] = typer.Option(None, help="At most N images per modality."),
@@ -358,14 +382,19 @@ def bench(
     console = Console(width=None if sys.stdout.isatty() else 200)
     if not data.exists():
         fail(f"{data}: data folder not found")
+    left_out: list[str] = []
     try:
-        images = bm.load_bench_images(data, scale, split, limit)
+        images = bm.load_bench_images(data, scale, split, limit, left_out)
     except MedsrError as exc:
         fail(str(exc))
+    if left_out:
+        console.print(f"{len(left_out)} unreadable files left out, first: {left_out[0]}", style="yellow", soft_wrap=True)
     mods = {}
     for im in images:
         mods[im.modality] = mods.get(im.modality, 0) + 1
     console.print(f"{len(images)} images {mods}, x{scale}, degradation: antialiased bicubic")
+    teacher_name, student_name = f"teacher-x{scale}", f"student-x{scale}"
+    models = models or [teacher_name, student_name]
     from ..fid import FidUnavailable, fid_scorer
 
     try:
@@ -406,19 +435,19 @@ def bench(
 
         gallery.mkdir(parents=True, exist_ok=True)
         enh = {}
-        for label, model, prec in (("student FP32", "student-x4", "fp32"), ("student INT8", "student-x4", "int8"), ("teacher", "teacher-x4", "fp32")):
+        for label, model, prec in (("student FP32", student_name, "fp32"), ("student INT8", student_name, "int8"), ("teacher", teacher_name, "fp32")):
             try:
-                enh[label] = Enhancer(model, "onnxruntime", prec, tile=tile, threads=threads)
+                enh[label] = Enhancer(model, "onnxruntime", prec, tile=tile, threads=threads, scale=scale)
             except MedsrError as exc:
                 console.print(f"  gallery: {label} left out: {exc}", style="dim")
-        for modality, picks in bm.gallery_picks(rows, images).items():
+        for modality, picks in bm.gallery_picks(rows, images, student_name).items():
             for label, i in picks:
                 out = gallery / f"{modality}-{label}.png"
                 comparison_figure(read_image(images[i].path), enh, scale, out,
                                   title=f"{modality}, {label} student gain: {images[i].name}")
                 console.print(f"  gallery: {out}")
     if baseline:
-        failures = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop, max_latency_increase)
+        failures = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop, max_latency_increase, teacher_name)
         for f in failures:
             typer.echo(f"REGRESSION {f}", err=True)
         if failures:
@@ -430,8 +459,9 @@ def bench(
 def compare(
     image: Path = typer.Argument(..., help="A ground-truth image (DICOM, PNG, JPEG, TIFF)."),
     output: Path = typer.Option(..., "-o", "--output", help="Figure to write (.png)."),
-    student: str = typer.Option("student-x4", help="Student model name."),
-    teacher: str = typer.Option("teacher-x4", help="Teacher model name ('' to leave out)."),
+    scale: int = typer.Option(4, help="Scale of the shipped models to compare (2 or 4)."),
+    student: Optional[str] = typer.Option(None, help="Student model name (default student-xS)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher model name (default teacher-xS; '' to leave out)."),
     roi: Optional[str] = typer.Option(None, help="Zoom region X,Y,W,H in ground-truth pixels (default: most detail)."),
     window: Optional[str] = typer.Option(None, help="Display window preset: lung, soft-tissue, bone, brain (default: the DICOM's)."),
     tile: int = 256,
@@ -441,6 +471,8 @@ def compare(
     from ..runtime.enhancer import Enhancer
     from ..runtime.io import read_image
 
+    student = student or f"student-x{scale}"
+    teacher = f"teacher-x{scale}" if teacher is None else teacher
     if window and window not in WINDOW_PRESETS:
         fail(f"--window must be one of {', '.join(WINDOW_PRESETS)}")
     box = None
@@ -452,15 +484,14 @@ def compare(
             fail("--roi takes X,Y,W,H in pixels, e.g. 200,180,96,96")
     try:
         img = read_image(image)
-        enh = {"student FP32": Enhancer(student, "onnxruntime", "fp32", tile=tile)}
+        enh = {"student FP32": Enhancer(student, "onnxruntime", "fp32", tile=tile, scale=scale)}
         for label, prec in (("student INT8", "int8"),):
             try:
-                enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile)
+                enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile, scale=scale)
             except MedsrError as exc:
                 typer.echo(f"note: {label} left out: {exc}", err=True)
         if teacher:
-            enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile)
-        scale = next(iter(enh.values())).scale
+            enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile, scale=scale)
         result = comparison_figure(img, enh, scale, output, box, window)
     except MedsrError as exc:
         fail(str(exc))

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..models.checkpoint import file_sha256
 from ..runtime.errors import ModelError
+from ..runtime.io import atomic_write
 from ..runtime.tensorrt_backend import import_tensorrt, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,12 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, profile
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(bytes(serialized))
-    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     dev = cuda.Device(0)
     meta = engine_metadata(onnx_meta, precision, profile, onnx_path, trt.__version__, dev.name(),
                            "{}.{}".format(*dev.compute_capability()))
-    sidecar_path(out).write_text(json.dumps(meta, indent=2))
+    # Sidecar first, engine last, each by rename: an engine on disk always has its metadata.
+    atomic_write(sidecar_path(out), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    atomic_write(out, lambda tmp: tmp.write_bytes(bytes(serialized)))
+    atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
     log.info("TensorRT %s engine written to %s (%.1f MB)", precision, out, out.stat().st_size / 1e6)
     return out

@@ -92,7 +92,7 @@ class RepSRNet(nn.Module):
             out = torch.relu(block(out))
         out = self.tail(out + feat)
         s2 = self.scale * self.scale  # one channel: repeat == repeat_interleave, and exports as one Tile
-        anchor = x.repeat(1, s2, 1, 1) if x.shape[1] == 1 else torch.repeat_interleave(x, s2, dim=1)
+        anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
         return self.shuffle(out + anchor)
 
     def reparameterize(self) -> "RepSRNet":
