@@ -85,20 +85,23 @@ class TensorRTBackend(Backend):
         trt, cuda = import_tensorrt()
         self.cuda = cuda
         dev = cuda.Device(0)
-        self._cuda_ctx = dev.make_context()
         cc = "{}.{}".format(*dev.compute_capability())
         check_engine_compatible(self.meta, trt.__version__, dev.name(), cc, self.path)
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise ModelError(f"{self.path}: TensorRT could not deserialise the engine; {REBUILD_HINT}")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.profile = {"min": tuple(lo), "max": tuple(hi)}
-        self.stream = cuda.Stream()
+        self._cuda_ctx = dev.make_context()  # made current here; popped below, pushed again in run()
+        try:
+            logger = trt.Logger(trt.Logger.WARNING)
+            self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise ModelError(f"{self.path}: TensorRT could not deserialise the engine; {REBUILD_HINT}")
+            self.context = self.engine.create_execution_context()
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+            self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+            lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.profile = {"min": tuple(lo), "max": tuple(hi)}
+            self.stream = cuda.Stream()
+        finally:
+            self._cuda_ctx.pop()
         self._buffers: dict[str, tuple[int, object]] = {}
 
     def _buffer(self, name: str, nbytes: int):
