@@ -54,12 +54,18 @@ def test_int8_and_fp16(student_ckpt, tmp_path):
     out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
     assert report["psnr_int8_vs_fp32_db"] >= 25.0
     assert report["float_nodes"][0].startswith("/head") and any("DepthToSpace" in n for n in report["float_nodes"])
+    _, more = quantize_int8(fp32, tmp_path / "s-int8-f1.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0, float_convs=1)
+    assert more["float_nodes"][1].startswith("/body.0") and len(more["float_nodes"]) == len(report["float_nodes"]) + 1
     model = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert get_metadata(model)["precision"] == "int8"
     with pytest.raises(ModelError, match="INT8 loses"):
         quantize_int8(fp32, tmp_path / "never.onnx", calib, keep_float_ends=False, min_psnr_vs_fp32=200.0)
     assert not (tmp_path / "never.onnx").exists()
+    mixed = CalibrationSet([degrade(phantom(n, seed=n), 4) for n in (64, 96, 128, 200)], lrs[:2], hrs[:2], [])
+    for method in ("percentile", "entropy"):  # histogram calibrators on images of different sizes
+        _, rep = quantize_int8(fp32, tmp_path / f"s-{method}.onnx", mixed, method, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
+        assert rep["calibration"]["method"] == method and rep["calibration"]["images"] == 4
     half = convert_fp16(fp32, tmp_path / "s-fp16.onnx")
     assert get_metadata(onnx.load(str(half)))["precision"] == "fp16"
 

@@ -255,6 +255,7 @@ def export(
     calib_images: int = typer.Option(48, help="Number of calibration images (a quarter is held back for the check)."),
     max_gt_drop: float = typer.Option(0.15, help="Refuse INT8 that loses more PSNR against ground truth than FP32 (dB)."),
     min_psnr_vs_fp32: float = typer.Option(40.0, help="Refuse INT8 whose output is further from FP32 (dB)."),
+    int8_float_convs: int = typer.Option(0, help="INT8: keep this many convolutions after the first in float as well (lower noise floor, less speed-up)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     min_shape: str = typer.Option("16x16", help="TensorRT profile: smallest input HxW."),
     opt_shape: str = typer.Option("256x256", help="TensorRT profile: input HxW to tune for."),
@@ -329,7 +330,8 @@ def export(
             if fmt.name == "onnx-fp16":
                 convert_fp16(fp32, out)
             elif fmt.name == "onnx-int8":
-                _, q = quantize_int8(fp32, out, calib, calib_method, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32)
+                _, q = quantize_int8(fp32, out, calib, calib_method, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32,
+                                     float_convs=int8_float_convs)
                 typer.echo(f"INT8 check: {json.dumps(q)}")
             elif fmt.backend == "tensorrt":
                 from ..export.onnx_export import get_metadata
@@ -339,7 +341,8 @@ def export(
                 src = fp32
                 if fmt.precision == "int8":  # TensorRT explicit quantization: symmetric int8 QDQ
                     src, q = quantize_int8(fp32, Path(tmp) / f"{base}-qdq-s8.onnx", calib, calib_method, activation="int8",
-                                           symmetric=True, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32)
+                                           symmetric=True, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32,
+                                           float_convs=int8_float_convs)
                     typer.echo(f"INT8 (symmetric QDQ for TensorRT) check: {json.dumps(q)}")
                 profile = ShapeProfile.from_hw(min_shape, opt_shape, max_shape)
                 build_engine(src, out, fmt.precision, profile, get_metadata(onnx.load(str(src))))

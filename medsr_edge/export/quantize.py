@@ -80,6 +80,21 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
     return CalibrationSet(calib, lrs[:n_check], hrs[:n_check], names)
 
 
+def calibration_tiles(images: list[np.ndarray], side: int = 64) -> list[np.ndarray]:
+    """Three ``side`` x ``side`` tiles of each image (top-left corner, centre, bottom-right corner;
+    edge-padded when smaller), for histogram calibrators that need equal shapes. The corners keep
+    the image borders, where zero padding meets the background, in the calibrated ranges."""
+    tiles = []
+    for im in images:
+        h, w = im.shape
+        if h < side or w < side:
+            im = np.pad(im, ((0, max(side - h, 0)), (0, max(side - w, 0))), mode="edge")
+            h, w = im.shape
+        for y, x in ((0, 0), ((h - side) // 2, (w - side) // 2), (h - side, w - side)):
+            tiles.append(im[y:y + side, x:x + side])
+    return tiles
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over a list of LR arrays."""
 
@@ -104,28 +119,33 @@ def _run(path: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     return [np.clip(sess.run(None, {name: x[None, None]})[0][0, 0], 0, 1) for x in images]
 
 
-def float_nodes(model: onnx.ModelProto) -> list[str]:
+def float_nodes(model: onnx.ModelProto, extra_convs: int = 0) -> list[str]:
     """Nodes kept in float: the first convolution (its 1-channel input also feeds the anchor), the
-    Add that feeds the last convolution (the long skip), and everything from the last convolution
-    on (tail conv, anchor residual add, pixel shuffle). The output of a medical SR model must not
-    pass through an 8-bit tensor: 16-bit images would band."""
+    next ``extra_convs`` convolutions, the Add that feeds the last convolution (the long skip),
+    and everything from the last convolution on (tail conv, anchor residual add, pixel shuffle).
+    The output of a medical SR model must not pass through an 8-bit tensor: 16-bit images would
+    band. Each extra float convolution lowers the 8-bit noise floor (the early features carry it
+    through every later layer) at some cost in speed."""
     nodes = list(model.graph.node)
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     if not convs:
         return []
     last = nodes[convs[-1]]
     feeding = [n.name for n in nodes if n.op_type == "Add" and last.input[0] in n.output]
-    return [nodes[convs[0]].name] + feeding + [n.name for n in nodes[convs[-1]:] if n.name]
+    early = [nodes[i].name for i in convs[1:1 + extra_convs] if i != convs[-1]]
+    return [nodes[convs[0]].name] + early + feeding + [n.name for n in nodes[convs[-1]:] if n.name]
 
 
 def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet, method: str = "minmax",
                   activation: str = "uint8", symmetric: bool = False, keep_float_ends: bool = True,
-                  max_gt_drop_db: float = 0.15, min_psnr_vs_fp32: float = 40.0) -> tuple[Path, dict]:
+                  max_gt_drop_db: float = 0.15, min_psnr_vs_fp32: float = 40.0, float_convs: int = 0) -> tuple[Path, dict]:
     """Static QDQ INT8 with per-channel weights, checked on held-back real images.
 
+    ``minmax`` calibrates on whole images; ``entropy`` and ``percentile`` (histograms, which need
+    equal shapes) on :func:`calibration_tiles` of them.
     ``activation="int8", symmetric=True`` is what TensorRT's explicit quantization needs;
     ``uint8`` asymmetric suits ONNX Runtime on CPU. ``keep_float_ends`` keeps the first conv and
-    the output path in float (see :func:`float_nodes`). Refuses (ModelError, nothing written)
+    the output path in float, and ``float_convs`` more convolutions after the first (see :func:`float_nodes`). Refuses (ModelError, nothing written)
     when PSNR against ground truth drops more than ``max_gt_drop_db`` below FP32 or the output is
     further than ``min_psnr_vs_fp32`` dB from FP32.
     """
@@ -144,9 +164,10 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         pre = Path(tmpdir) / "pre.onnx"
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
-        excluded = float_nodes(pre_model) if keep_float_ends else []
+        excluded = float_nodes(pre_model, float_convs) if keep_float_ends else []
         q_path = Path(tmpdir) / "int8.onnx"
-        quantize_static(str(pre), str(q_path), _Reader(pre_model.graph.input[0].name, calib.calib),
+        images = calib.calib if method == "minmax" else calibration_tiles(calib.calib)
+        quantize_static(str(pre), str(q_path), _Reader(pre_model.graph.input[0].name, images),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                         calibrate_method=cal_method, nodes_to_exclude=excluded,
@@ -170,17 +191,13 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         if fp32_gt - int8_gt > max_gt_drop_db or vs_fp32 < min_psnr_vs_fp32:
             raise ModelError(f"{out}: INT8 loses {fp32_gt - int8_gt:.2f} dB against ground truth (limit {max_gt_drop_db}) "
                              f"and is {vs_fp32:.1f} dB from FP32 (limit {min_psnr_vs_fp32}); nothing written. Try "
-                             "--calib-method percentile or entropy, or more calibration images")
+                             "--int8-float-convs 1 or 2, --calib-method percentile or entropy, or more calibration images")
         model = onnx.load(str(q_path))
         set_metadata(model, {**meta, "precision": "int8", "quantization": report})
         tmp_out = out.with_name(out.name + ".part")
         onnx.save(model, str(tmp_out))
         shutil.move(str(tmp_out), out)
         return out, report
-
-
-def calib_border(meta: dict) -> int:
-    return int(meta.get("scale", 4))
 
 
 def convert_fp16(fp32_onnx: str | Path, out: str | Path) -> Path:
