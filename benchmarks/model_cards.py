@@ -17,6 +17,9 @@ import json
 import os
 from pathlib import Path
 
+import onnx
+
+from medsr_edge.export.onnx_export import get_metadata
 from medsr_edge.models.checkpoint import read_metadata
 
 WEIGHTS = Path(os.environ.get("MEDSR_EDGE_WEIGHTS") or Path(__file__).resolve().parents[1] / "medsr_edge" / "weights")
@@ -60,7 +63,10 @@ def card(name: str, run: Path, bench: dict, data: Path) -> dict:
         if teacher and name != teacher_name:
             results["teacher"] = {"psnr": teacher["psnr"], "ssim": teacher["ssim"], "per_modality": teacher["per_modality"],
                                   "student_minus_teacher_db": round(main["psnr"] - teacher["psnr"], 4)}
+    int8 = WEIGHTS / f"{name}-int8.onnx"
+    quant = get_metadata(onnx.load(str(int8))).get("quantization") if int8.is_file() else None
     return {
+        "int8": quant,
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
         "training": {k: meta.get(k) for k in ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch",
                                                 "losses", "ema_decay", "teacher", "torch", "degradation", "normalisation",
@@ -101,6 +107,13 @@ def markdown(c: dict) -> str:
             lines.append(f"Student minus teacher: {r['teacher']['student_minus_teacher_db']:+.2f} dB.")
         lines += ["", "| artifact | PSNR | SSIM | ms/img (median) | size MB |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['latency_ms_p50']:.1f} | {v['size_mb']:.2f} |" for k, v in r["artifacts"].items()]
+    q = c.get("int8")
+    if q:
+        cal = q["calibration"]
+        lines += ["", f"INT8 artifact: static QDQ, per-channel weights, {cal['activation']} activations calibrated ({cal['method']}) on "
+                      f"{cal['images']} val images (half of them contrast-inverted copies); kept in float: {', '.join(q['float_nodes'])}. "
+                      f"Export check on {cal['check_images']} held-back val images: {q['psnr_int8_vs_fp32_db']:.1f} dB from FP32, "
+                      f"{q['psnr_int8_vs_gt_db']:.3f} dB vs ground truth (FP32 {q['psnr_fp32_vs_gt_db']:.3f})."]
     env = c.get("benchmark_environment") or {}
     lines += ["", f"Benchmark machine: {env.get('cpu')} ({env.get('threads')} threads), onnxruntime {env.get('onnxruntime')}.",
               "", "Produced by `benchmarks/release.sh` (training commands, export, `medsr-edge bench`, this card).",

@@ -55,7 +55,7 @@ def _setup_logging(verbose: bool) -> None:
 def enhance(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively): DICOM, PNG, JPEG, TIFF."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder. Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
-    model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (student-x4, teacher-x4) or a .onnx/.engine/.safetensors path."),
+    model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (student-x4, teacher-x4, student-x2, teacher-x2) or a .onnx/.engine/.safetensors path."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, help="Precision of the shipped model to use."),
     tile: int = typer.Option(256, help="Tile side in input pixels (0: whole image at once)."),
