@@ -9,3 +9,4 @@ file() { python -c "from pydicom.data import get_testdata_file as g; print(g('$1
 medsr-edge compare "$(file 693_UNCR.dcm)" --window brain -o "$DOCS/compare-ct.png"
 medsr-edge compare "$(file MR2_UNCR.dcm)" -o "$DOCS/compare-mr.png"
 medsr-edge compare "$(file RG3_UNCR.dcm)" -o "$DOCS/compare-cr.png"
+medsr-edge compare "$(file 693_UNCR.dcm)" --scale 2 --window brain -o "$DOCS/compare-ct-x2.png"
