@@ -369,7 +369,7 @@ def bench(
     markdown: Optional[Path] = typer.Option(None, help="Write the table as Markdown."),
     baseline: Optional[Path] = typer.Option(None, help="Earlier --json to compare with (CI gate)."),
     max_psnr_drop: float = typer.Option(0.05, help="Gate: largest allowed PSNR drop per row, dB."),
-    max_latency_increase: float = typer.Option(1.0, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
+    max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
     gallery: Optional[Path] = typer.Option(None, help="Folder for comparison figures of the best, median and worst images (by student gain over bicubic) per modality."),
     fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
 ) -> None:
