@@ -26,10 +26,15 @@ class Panel:
     error: bool = True  # draw an error map for it
 
 
-def detail_roi(gt: np.ndarray, size: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the ``size`` square with the most gradient energy: where detail is highest."""
-    g = ndimage.gaussian_gradient_magnitude(gt.astype(np.float64), 1.0) ** 2
-    energy = ndimage.uniform_filter(g, size=size, mode="constant")
+def detail_roi(gt: np.ndarray, size: int, window: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the ``size`` square with the most detail as displayed: gradient energy of
+    ``gt`` clipped to ``window`` (vmin, vmax in [0, 1]), weighted by the squared fraction of its
+    pixels strictly inside the window, so air, saturated bone and the field-of-view edge do not win."""
+    lo, hi = window
+    shown = np.clip((gt.astype(np.float64) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    g = ndimage.gaussian_gradient_magnitude(shown, 1.0) ** 2
+    inside = ((gt > lo) & (gt < hi)).astype(np.float64)
+    energy = ndimage.uniform_filter(g, size=size, mode="constant") * ndimage.uniform_filter(inside, size=size, mode="constant") ** 2
     h, w = gt.shape
     half = size // 2
     inner = energy[half:h - half, half:w - half] if h > size and w > size else energy
@@ -74,10 +79,10 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
     panels += [Panel(label, enh.enhance_array(lr)) for label, enh in enhancers.items()]
     panels.append(Panel("ground truth", gt, error=False))
     h, w = gt.shape
-    if roi is None:
-        roi = detail_roi(gt, max(min(h, w) // 5, 16))
-    x, y, rw, rh = roi
     vmin, vmax = display_window(image, norm, window)
+    if roi is None:
+        roi = detail_roi(gt, max(min(h, w) // 5, 16), (vmin, vmax))
+    x, y, rw, rh = roi
     metrics, errors = {}, []
     for p in panels:
         if p.title != "ground truth" and p.error:

@@ -15,3 +15,25 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# CPU instructions that decide which ONNX Runtime kernels run: vector width, FP16 and the int8
+# dot products (VNNI, AMX, Arm dotprod/i8mm) that make INT8 faster than FP32 at all.
+KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_int8", "amx_bf16", "asimd", "asimdhp", "asimddp", "i8mm", "sve")
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`KERNEL_FLAGS` this CPU has (Linux /proc/cpuinfo ``flags``/``Features``), sorted;
+    empty where that file is missing."""
+    found: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    found.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return sorted(found.intersection(KERNEL_FLAGS))

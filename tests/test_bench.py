@@ -7,22 +7,49 @@ from conftest import make_tiny_onnx
 from medsr_edge import benchmark as bm
 
 
-def _doc(psnr_student, lat_student, lat_teacher):
+def _doc(psnr_student, lat_student, lat_teacher, lat_int8=None, flags=("avx2", "avx512_vnni")):
     rows = [{"name": "bicubic", "format": "-", "backend": "numpy", "precision": "fp32", "status": "ok", "psnr": 30.0, "latency_ms_p50": 1.0},
             {"name": "teacher-x4", "format": "onnx", "backend": "onnxruntime", "precision": "fp32", "status": "ok", "psnr": 33.0, "latency_ms_p50": lat_teacher},
             {"name": "student-x4", "format": "onnx", "backend": "onnxruntime", "precision": "fp32", "status": "ok", "psnr": psnr_student, "latency_ms_p50": lat_student, "reason": ""}]
-    return {"rows": rows}
+    if lat_int8 is not None:
+        rows.append({"name": "student-x4", "format": "onnx-int8", "backend": "onnxruntime", "precision": "int8", "status": "ok",
+                     "psnr": psnr_student, "latency_ms_p50": lat_int8, "reason": ""})
+    return {"environment": {"cpu_flags": list(flags)}, "rows": rows}
 
 
 def test_gate_psnr_and_relative_latency():
     base = _doc(32.5, 10.0, 100.0)
-    assert bm.regression_gate(_doc(32.48, 10.0, 100.0), base, 0.05, 0.25) == []
-    fails = bm.regression_gate(_doc(32.3, 10.0, 100.0), base, 0.05, 0.25)
+    assert bm.regression_gate(_doc(32.48, 10.0, 100.0), base, 0.05, 0.25) == ([], [])
+    fails, _ = bm.regression_gate(_doc(32.3, 10.0, 100.0), base, 0.05, 0.25)
     assert len(fails) == 1 and "PSNR" in fails[0]
     # a machine twice as slow everywhere passes; the student alone getting slower fails
-    assert bm.regression_gate(_doc(32.5, 20.0, 200.0), base, 0.05, 0.25) == []
-    fails = bm.regression_gate(_doc(32.5, 20.0, 100.0), base, 0.05, 0.25)
+    assert bm.regression_gate(_doc(32.5, 20.0, 200.0), base, 0.05, 0.25) == ([], [])
+    fails, _ = bm.regression_gate(_doc(32.5, 20.0, 100.0), base, 0.05, 0.25)
     assert len(fails) == 1 and "latency" in fails[0]
+
+
+def test_gate_times_int8_only_on_a_cpu_with_the_baselines_int8_instructions():
+    base = _doc(32.5, 10.0, 100.0, lat_int8=5.0)
+    # same instructions: an INT8 row that slowed to FP32 speed is a regression
+    fails, notes = bm.regression_gate(_doc(32.5, 10.0, 100.0, lat_int8=10.0), base, 0.05, 0.5)
+    assert len(fails) == 1 and "onnx-int8" in fails[0] and notes == []
+    # no VNNI here: INT8 at FP32 speed is the hardware; its PSNR is still gated, FP32 latency too
+    no_vnni = ("avx2", "fma")
+    fails, notes = bm.regression_gate(_doc(32.5, 10.0, 100.0, lat_int8=10.0, flags=no_vnni), base, 0.05, 0.5)
+    assert fails == [] and len(notes) == 1 and "not gated" in notes[0] and "avx512_vnni" in notes[0]
+    fails, _ = bm.regression_gate(_doc(32.5, 20.0, 100.0, lat_int8=10.0, flags=no_vnni), base, 0.05, 0.5)
+    assert len(fails) == 1 and "(onnxruntime, fp32)" in fails[0]
+    doc = _doc(32.5, 10.0, 100.0, lat_int8=10.0, flags=no_vnni)
+    doc["rows"][-1]["psnr"] = 32.0
+    fails, _ = bm.regression_gate(doc, base, 0.05, 0.5)
+    assert len(fails) == 1 and "PSNR" in fails[0]
+
+
+def test_cpu_flags_are_known_kernel_flags():
+    from medsr_edge.sysinfo import KERNEL_FLAGS, cpu_flags
+
+    flags = cpu_flags()
+    assert flags == sorted(flags) and set(flags) <= set(KERNEL_FLAGS)
 
 
 def test_benchmark_end_to_end(phantom_dir, tmp_path, monkeypatch):

@@ -16,6 +16,17 @@ def test_detail_roi_finds_the_textured_region():
     assert 10 <= x <= 50 and 70 <= y <= 110 and w == h == 24
 
 
+def test_detail_roi_prefers_tissue_in_the_window_over_saturated_edges():
+    """A head CT in a brain window: the skull/air edge is the strongest raw gradient, but it is
+    saturated on screen; the ROI must land on the (weaker) texture inside the window."""
+    yy, xx = np.mgrid[:160, :160]
+    img = np.where((yy - 80) ** 2 + (xx - 80) ** 2 < 70 ** 2, 0.9, 0.0).astype(np.float32)  # bright "skull"
+    img[20:60, 60:100] = 0.45 + 0.04 * np.random.default_rng(1).standard_normal((40, 40))  # "brain" texture
+    assert not (35 <= detail_roi(img, 24)[1] <= 60)  # raw gradient energy picks the disk edge
+    x, y, w, h = detail_roi(img, 24, window=(0.35, 0.55))
+    assert 50 <= x <= 90 and 10 <= y <= 50
+
+
 def test_comparison_figure_is_deterministic_and_panels_differ(tmp_path, tiny_onnx, ct_small):
     from PIL import Image as PILImage
 

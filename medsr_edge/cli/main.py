@@ -211,6 +211,7 @@ def distill(
     split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
     threads: Optional[int] = None, denoise: Optional[str] = None, limit: Optional[int] = None,
     teacher_weight: float = typer.Option(1.0, help="Weight of L1(student, teacher)."),
+    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. a shipped student-x4.safetensors."),
     cache_teacher: bool = typer.Option(True, help="Run the teacher once over the data (fast, flips/rot90 only)."),
 ) -> None:
     """Distil a teacher into the re-parameterizable student."""
@@ -220,7 +221,8 @@ def distill(
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, 0.0, 0.0, limit)
     try:
-        path = distill_student(opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher)
+        path = distill_student(opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher,
+                               init=init)
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc))
     typer.echo(str(path))
@@ -396,6 +398,9 @@ def bench(
     for im in images:
         mods[im.modality] = mods.get(im.modality, 0) + 1
     console.print(f"{len(images)} images {mods}, x{scale}, degradation: antialiased bicubic")
+    env = bm.environment(threads)
+    console.print(f"{env['cpu']}, {env['cpu_count']} cores, {env['threads']} threads; "
+                  f"kernel flags: {' '.join(env['cpu_flags']) or 'unknown'}", style="dim")
     teacher_name, student_name = f"teacher-x{scale}", f"student-x{scale}"
     models = models or [teacher_name, student_name]
     from ..fid import FidUnavailable, fid_scorer
@@ -418,7 +423,7 @@ def bench(
     for note in bm.notes(rows) + ([f"FID skipped: {fid_info['reason']}"] if fid_skipped else []):
         console.print(f"  {note}", style="dim", soft_wrap=True)
     doc = bm.to_json(rows, {"data": str(data), "split": split, "scale": scale, "limit": limit, "images": mods,
-                            "tile": tile, "environment": bm.environment(threads), "fid": fid_info,
+                            "tile": tile, "environment": env, "fid": fid_info,
                             "metrics": "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"})
     if json_path:
         bm.save_json(doc, json_path)
@@ -450,7 +455,10 @@ def bench(
                                   title=f"{modality}, {label} student gain: {images[i].name}")
                 console.print(f"  gallery: {out}")
     if baseline:
-        failures = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop, max_latency_increase, teacher_name)
+        failures, gate_notes = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop,
+                                                  max_latency_increase, teacher_name)
+        for note in gate_notes:
+            typer.echo(f"  gate: {note}")
         for f in failures:
             typer.echo(f"REGRESSION {f}", err=True)
         if failures:

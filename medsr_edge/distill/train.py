@@ -399,18 +399,28 @@ def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 
 
 
 def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | dict = "student",
-                    teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True) -> Path:
+                    teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True,
+                    init: str | Path | None = None) -> Path:
     """Distil the teacher into the student: L1 to ground truth + ``teacher_weight`` x L1 to the
     teacher's output. With ``cache_teacher`` the teacher runs once over the training images
-    (flip/rotate-90 augmentation only); without it, every batch (all augmentations)."""
+    (flip/rotate-90 augmentation only); without it, every batch (all augmentations). ``init``: a
+    student checkpoint (training form) to fine-tune, with its own config and a fresh optimiser."""
     run = Run(opts, "distill")
     ctx = run.ctx
     teacher, t_cfg, t_meta = load_model(teacher_path, ctx.device)
     teacher.requires_grad_(False)
     if int(t_meta.get("scale", opts.scale)) != opts.scale:
         raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
-    cfg = resolve_config(config, scale=opts.scale)
-    student = ctx.wrap(build_model(cfg))
+    if init:
+        start_model, cfg, i_meta = load_model(init, ctx.device)
+        if int(i_meta.get("scale", opts.scale)) != opts.scale:
+            raise ValueError(f"--init {init} is x{i_meta.get('scale')} but --scale is {opts.scale}")
+        if i_meta.get("deploy"):
+            raise ValueError(f"--init {init} is re-parameterized (deploy form); pass the training checkpoint")
+        student = ctx.wrap(start_model.train())
+    else:
+        cfg = resolve_config(config, scale=opts.scale)
+        student = ctx.wrap(build_model(cfg))
     ema = ema_of(unwrap(student), opts.ema_decay).to(ctx.device)
     opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * 0.01)
@@ -452,7 +462,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | 
         ema.update_parameters(unwrap(student))
         return {"loss_gt": l_gt.item(), "loss_kd": l_kd.item()}
 
-    extra = {"config": cfg, "teacher": str(teacher_path), "teacher_config": t_cfg,
+    extra = {"config": cfg, "teacher": str(teacher_path), "teacher_config": t_cfg, "init": str(init) if init else None,
              "losses": {"l1_gt": gt_weight, "l1_teacher": teacher_weight}, "cache_teacher": cache_teacher,
              "ema_decay": opts.ema_decay}
     run.loop(start, step, lambda: ema.module,
