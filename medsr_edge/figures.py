@@ -27,14 +27,19 @@ class Panel:
 
 
 def detail_roi(gt: np.ndarray, size: int, window: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the ``size`` square with the most detail as displayed: gradient energy of
-    ``gt`` clipped to ``window`` (vmin, vmax in [0, 1]), weighted by the squared fraction of its
-    pixels strictly inside the window, so air, saturated bone and the field-of-view edge do not win."""
+    """(x, y, w, h) of the ``size`` square with the most detail as displayed: mean gradient
+    magnitude of ``gt`` clipped to ``window`` (vmin, vmax in [0, 1]), each pixel's capped at the
+    99th percentile so that texture spread over the square beats one sharp object (a burned-in
+    marker), weighted by the squared fraction of pixels strictly inside the window, so that air,
+    saturated bone and the field-of-view edge do not win."""
     lo, hi = window
     shown = np.clip((gt.astype(np.float64) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    g = ndimage.gaussian_gradient_magnitude(shown, 1.0) ** 2
-    inside = ((gt > lo) & (gt < hi)).astype(np.float64)
-    energy = ndimage.uniform_filter(g, size=size, mode="constant") * ndimage.uniform_filter(inside, size=size, mode="constant") ** 2
+    g = ndimage.gaussian_gradient_magnitude(shown, 1.0)
+    inside = (gt > lo) & (gt < hi)
+    if inside.any():
+        g = np.minimum(g, np.percentile(g[inside], 99))
+    energy = (ndimage.uniform_filter(g, size=size, mode="constant")
+              * ndimage.uniform_filter(inside.astype(np.float64), size=size, mode="constant") ** 2)
     h, w = gt.shape
     half = size // 2
     inner = energy[half:h - half, half:w - half] if h > size and w > size else energy
@@ -56,6 +61,25 @@ def display_window(image: Image, norm: Normalizer, preset: str | None) -> tuple[
     lo, hi = norm.forward(np.array([centre - width / 2, centre + width / 2]))
     lo, hi = sorted((float(lo), float(hi)))
     return lo, hi if hi > lo else lo + 1e-3
+
+
+def error_scale(errors: list[np.ndarray], gt: np.ndarray, window: tuple[float, float], margin: int) -> float:
+    """Top of the shared error colour scale: the 99.9th percentile of all errors over the pixels
+    whose ground truth lies inside the display ``window`` ([0, 1] units) and at least ``margin``
+    pixels from any pixel outside it. The tissue being read sets the scale; the far larger errors
+    at edges the window saturates (bone/air, the field of view) clip at the top."""
+    inside = ndimage.binary_erosion((gt > window[0]) & (gt < window[1]), iterations=margin)
+    if inside.sum() < 64:
+        inside = np.ones_like(gt, bool)
+    return max(float(np.percentile(e[inside], 99.9)) for e in errors) or 1e-6
+
+
+def error_units(image: Image) -> str:
+    """Name of the modality units of ``image``: HU for CT DICOM, stored grey levels otherwise."""
+    ds = image.dataset
+    if ds is not None and getattr(ds, "Modality", "") == "CT" and "RescaleIntercept" in ds:
+        return "HU"
+    return "grey levels"
 
 
 def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path, roi=None,
@@ -84,11 +108,12 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
         roi = detail_roi(gt, max(min(h, w) // 5, 16), (vmin, vmax))
     x, y, rw, rh = roi
     metrics, errors = {}, []
+    units = float(norm.hi - norm.lo)  # [0, 1] -> modality units (HU for CT)
     for p in panels:
         if p.title != "ground truth" and p.error:
             metrics[p.title] = {"psnr": round(psnr(p.image, gt, scale), 3), "ssim": round(ssim(p.image, gt, scale), 4)}
-            errors.append((p.title, np.abs(p.image - gt)))
-    err_max = max(float(np.percentile(e, 99.9)) for _, e in errors) or 1e-3
+            errors.append((p.title, np.abs(p.image - gt) * units))
+    err_max = error_scale([e for _, e in errors], gt, (vmin, vmax), margin=2 * scale)
     n = len(panels)
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.8), gridspec_kw={"height_ratios": [1, 1]})
     for ax, p in zip(axes[0], panels):
@@ -107,13 +132,17 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
     for ax in axes[1]:
         ax.axis("off")
     im = None
+    shown = (gt > vmin) & (gt < vmax)  # errors where the display saturates are not what the reader sees
+    cmap = plt.get_cmap("inferno").with_extremes(bad="0.55")
     for ax, (label, e) in zip(err_axes, errors):
         ax.axis("on")
-        im = ax.imshow(e, cmap="inferno", vmin=0, vmax=err_max, interpolation="nearest")
+        im = ax.imshow(np.ma.masked_where(~shown, e), cmap=cmap, vmin=0, vmax=err_max, interpolation="nearest")
         ax.set_title(f"|{label} - GT|", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     if im is not None:
-        fig.colorbar(im, ax=list(axes[1]), fraction=0.02, pad=0.01, label="absolute error ([0,1] units)")
+        fig.colorbar(im, ax=list(axes[1]), fraction=0.02, pad=0.01, extend="max", label=f"|error| ({error_units(image)})")
+        axes[1][0].text(0.0, 0.5, "error maps:\npixels the display\nwindow saturates\nare grey", fontsize=8,
+                        transform=axes[1][0].transAxes, va="center")
     fig.suptitle(title or f"{image.source.name}: x{scale} super-resolution (PSNR/SSIM vs ground truth, border {scale})", fontsize=10)
     fig.savefig(out, dpi=100)
     plt.close(fig)
