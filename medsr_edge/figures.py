@@ -68,7 +68,9 @@ def error_scale(errors: list[np.ndarray], gt: np.ndarray, window: tuple[float, f
     whose ground truth lies inside the display ``window`` ([0, 1] units) and at least ``margin``
     pixels from any pixel outside it. The tissue being read sets the scale; the far larger errors
     at edges the window saturates (bone/air, the field of view) clip at the top."""
-    inside = ndimage.binary_erosion((gt > window[0]) & (gt < window[1]), iterations=margin)
+    inside = (gt > window[0]) & (gt < window[1])
+    if margin > 0:  # scipy erodes until nothing changes when iterations < 1
+        inside = ndimage.binary_erosion(inside, iterations=margin)
     if inside.sum() < 64:
         inside = np.ones_like(gt, bool)
     return max(float(np.percentile(e[inside], 99.9)) for e in errors) or 1e-6

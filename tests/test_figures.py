@@ -43,3 +43,15 @@ def test_comparison_figure_is_deterministic_and_panels_differ(tmp_path, tiny_onn
     n = Normalizer.for_image(image.frames, image.dtype)
     lo, hi = display_window(image, n, "bone")
     assert 0 <= lo < hi <= 1.5
+
+
+def test_error_scale_is_set_by_the_tissue_in_the_window():
+    """Huge errors on a saturated edge must not flatten the colour scale of the tissue being read."""
+    from medsr_edge.figures import error_scale
+
+    gt = np.full((96, 96), 0.5, np.float32)
+    gt[:, :20] = 1.0  # saturated "bone"
+    err = np.full_like(gt, 2.0)
+    err[:, 15:25] = 500.0  # edge error
+    assert error_scale([err], gt, (0.4, 0.6), margin=8) == pytest.approx(2.0)
+    assert error_scale([err], gt, (0.0, 1.01), margin=0) == pytest.approx(500.0)
