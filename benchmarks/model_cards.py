@@ -2,7 +2,10 @@
 
     python benchmarks/model_cards.py --bench docs/bench-test-x4.json \
         --run teacher-x4=runs/teacher-x4-psnr --run student-x4=runs/student-x4 \
-        [--run teacher-gan-x4=runs/teacher-x4-gan] --data ../shared/data
+        [--run teacher-gan-x4=runs/teacher-x4-gan] [--init-run student-x4=runs/student-x4] --data ../shared/data
+
+``--init-run NAME=RUN``: the run that NAME's run was initialised from (``distill --init``), so that
+the card states both stages.
 
 Every figure in a card is copied from the training run's own metadata (iterations, wall time,
 hardware, validation) or from the benchmark JSON (test split PSNR/SSIM per modality); nothing is
@@ -42,7 +45,12 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
     return [r for r in bench["rows"] if r["name"] == name and r["status"] == "ok"]
 
 
-def card(name: str, run: Path, bench: dict, data: Path) -> dict:
+TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
+                 "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
+                 "train_images")
+
+
+def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = None) -> dict:
     config, meta = read_metadata(run)
     rows = bench_rows(bench, name)
     bicubic = next(r for r in bench["rows"] if r["name"] == "bicubic")
@@ -68,9 +76,8 @@ def card(name: str, run: Path, bench: dict, data: Path) -> dict:
     return {
         "int8": quant,
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
-        "training": {k: meta.get(k) for k in ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch",
-                                                "losses", "ema_decay", "teacher", "torch", "degradation", "normalisation",
-                                                "val_psnr", "val_ssim", "val_psnr_bicubic", "train_images")},
+        "training": {k: meta.get(k) for k in TRAINING_KEYS},
+        "initialised_from": {"run": str(init_run), **{k: m.get(k) for k in TRAINING_KEYS}} if init_run and (m := read_metadata(init_run)[1]) else None,
         "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
         "results": results,
         "benchmark_environment": bench.get("environment"),
@@ -86,6 +93,11 @@ def markdown(c: dict) -> str:
              f"wall time {round((t.get('wall_time_s') or 0) / 60)} min on {t.get('hardware')} (torch {t.get('torch')})",
              f"- Losses: {json.dumps(t.get('losses'))}; EMA decay {t.get('ema_decay')}",
              f"- Degradation: {json.dumps(t.get('degradation'))}"]
+    first = c.get("initialised_from")
+    if first:
+        lines.insert(3, f"- First stage ({first['run']}): {first.get('kind')}, {first.get('iterations')} iterations, batch {first.get('batch')}, "
+                        f"HR patch {first.get('patch')}, wall time {round((first.get('wall_time_s') or 0) / 60)} min, "
+                        f"{first.get('train_images')} training images, val PSNR {first.get('val_psnr') or 0:.2f} dB; then fine-tuned:")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
     lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
@@ -126,12 +138,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", type=Path, required=True)
     ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR_OR_SAFETENSORS")
+    ap.add_argument("--init-run", action="append", default=[], help="NAME=RUN_DIR the NAME run was initialised from")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
+    inits = dict(spec.split("=", 1) for spec in args.init_run)
     for spec in args.run:
         name, run = spec.split("=", 1)
-        c = card(name, Path(run), bench, args.data)
+        c = card(name, Path(run), bench, args.data, Path(inits[name]) if name in inits else None)
         (WEIGHTS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
         (WEIGHTS / f"{name}.md").write_text(markdown(c))
         print(f"wrote {WEIGHTS / name}.json/.md")

@@ -3,7 +3,7 @@
 # ONNX FP32/FP16/INT8, benchmark on the test split, model cards, CI baseline, README figures (x4).
 # Completed training runs are resumed/skipped; exports replace the shipped files.
 # Knobs (env): SCALE (4 or 2), DATA, RUNS, WEIGHTS, DOCS, THREADS, TEACHER_CONFIG, TEACHER_ITERS,
-# STUDENT_CONFIG, STUDENT_ITERS, STUDENT_LIMIT, BENCH_BACKENDS.
+# STUDENT_CONFIG, STUDENT_ITERS, STUDENT_LIMIT, FINETUNE_ITERS, FINETUNE_LIMIT, BENCH_BACKENDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-4}
@@ -17,6 +17,9 @@ TEACHER_ITERS=${TEACHER_ITERS:-2500}
 STUDENT_CONFIG=${STUDENT_CONFIG:-student}
 STUDENT_ITERS=${STUDENT_ITERS:-5000}
 STUDENT_LIMIT=${STUDENT_LIMIT:-400}  # images per modality whose teacher outputs are cached
+if [ "${SCALE:-4}" = 4 ]; then FT_DEFAULT=8000; else FT_DEFAULT=0; fi
+FINETUNE_ITERS=${FINETUNE_ITERS:-$FT_DEFAULT}  # second distillation stage from the first's weights (0: none)
+FINETUNE_LIMIT=${FINETUNE_LIMIT:-1200}  # images per modality in that stage (1200: every training image)
 BENCH_BACKENDS=${BENCH_BACKENDS:-onnxruntime tensorrt}  # add torch for the PyTorch rows (slow teacher on CPU)
 PATCH=$((32 * SCALE))  # HR patch side: the LR patch is 32x32 at every scale
 T=teacher-x$SCALE; S=student-x$SCALE
@@ -30,6 +33,16 @@ medsr-edge train teacher --config "$TEACHER_CONFIG" --stage psnr --data "$DATA" 
 medsr-edge distill --teacher "$RUNS/$T-psnr" --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/$S" \
   --iters "$STUDENT_ITERS" --batch 32 --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --limit "$STUDENT_LIMIT" --threads "$THREADS"
 
+SRUN="$RUNS/$S"; INIT=()
+# 2b. Fine-tune: the same distillation from the first stage's weights, lower LR, every training image.
+if [ "$FINETUNE_ITERS" -gt 0 ]; then
+  medsr-edge distill --teacher "$RUNS/$T-psnr" --init "$RUNS/$S" --data "$DATA" --out "$RUNS/$S-ft" \
+    --iters "$FINETUNE_ITERS" --batch 32 --patch "$PATCH" --scale "$SCALE" --lr 2e-4 --limit "$FINETUNE_LIMIT" \
+    --val-every 1000 --threads "$THREADS"
+  SRUN="$RUNS/$S-ft"; INIT=(--init-run "$S=$RUNS/$S")
+  cp "$SRUN/curves.png" "$DOCS/curves-$S-ft.png"; cp "$SRUN/log.csv" "$DOCS/log-$S-ft.csv"
+fi
+
 cp "$RUNS/$T-psnr/curves.png" "$DOCS/curves-$T-psnr.png"; cp "$RUNS/$T-psnr/log.csv" "$DOCS/log-$T-psnr.csv"
 cp "$RUNS/$S/curves.png" "$DOCS/curves-$S.png"; cp "$RUNS/$S/log.csv" "$DOCS/log-$S.csv"
 
@@ -38,22 +51,22 @@ CAL=(--calib-data "$DATA" --calib-split val)
 X=(--overwrite)
 medsr-edge export --model "$RUNS/$T-psnr" --format pytorch --precision fp16 --name "$T" -o "$WEIGHTS/$T.safetensors" "${X[@]}"
 medsr-edge export --model "$RUNS/$T-psnr" --format onnx --name "$T" -o "$WEIGHTS/$T.onnx" "${CAL[@]}" "${X[@]}"
-medsr-edge export --model "$RUNS/$S" --format pytorch --name "$S" -o "$WEIGHTS/$S.safetensors" "${X[@]}"
-medsr-edge export --model "$RUNS/$S" --format onnx --name "$S" -o "$WEIGHTS/$S.onnx" "${CAL[@]}" "${X[@]}"
-medsr-edge export --model "$RUNS/$S" --format onnx-fp16 --name "$S" -o "$WEIGHTS/$S-fp16.onnx" "${X[@]}"
+medsr-edge export --model "$SRUN" --format pytorch --name "$S" -o "$WEIGHTS/$S.safetensors" "${X[@]}"
+medsr-edge export --model "$SRUN" --format onnx --name "$S" -o "$WEIGHTS/$S.onnx" "${CAL[@]}" "${X[@]}"
+medsr-edge export --model "$SRUN" --format onnx-fp16 --name "$S" -o "$WEIGHTS/$S-fp16.onnx" "${X[@]}"
 # INT8: the first body convolution stays in float too (it halves the 8-bit noise, which a narrow CT
 # window such as brain W80 shows as grain) and percentile ranges are used. x2 outputs sit about
 # 45 dB from the ground truth, near that noise floor, so its gate allows 0.3 dB (see the model card).
 Q=(--calib-method percentile --int8-float-convs 1)
 if [ "$SCALE" = 2 ]; then Q+=(--max-gt-drop 0.3); fi
-medsr-edge export --model "$RUNS/$S" --format onnx-int8 --name "$S" -o "$WEIGHTS/$S-int8.onnx" "${CAL[@]}" "${X[@]}" "${Q[@]}"
+medsr-edge export --model "$SRUN" --format onnx-int8 --name "$S" -o "$WEIGHTS/$S-int8.onnx" "${CAL[@]}" "${X[@]}" "${Q[@]}"
 
 # 4. Benchmark on the test split (README table, JSON, plot), then the model cards from it.
 BK=(); for b in $BENCH_BACKENDS; do BK+=(--backends "$b"); done
 B="$DOCS/bench-test-x$SCALE"
 medsr-edge bench --data "$DATA" --split test --scale "$SCALE" "${BK[@]}" --threads "$THREADS" --json "$B.json" \
   --csv "$B.csv" --markdown "$B.md" --plot "$B.png"
-python benchmarks/model_cards.py --bench "$B.json" --data "$DATA" --run "$T=$RUNS/$T-psnr" --run "$S=$RUNS/$S"
+python benchmarks/model_cards.py --bench "$B.json" --data "$DATA" --run "$T=$RUNS/$T-psnr" --run "$S=$SRUN" "${INIT[@]}"
 
 # 5. CI baseline: the same gate CI runs (8 test images per modality).
 medsr-edge bench --data "$DATA" --split test --scale "$SCALE" --limit 8 --backends onnxruntime --threads "$THREADS" \

@@ -245,7 +245,7 @@ class Run:
         o = self.opts
         last_val = next((r for r in reversed(self.log.rows) if r.get("val_psnr") is not None), {}) if self.log else {}
         return {"kind": self.kind, "scale": o.scale, "in_channels": 1, "iterations": it,
-                "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch,
+                "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch, "lr": o.lr,
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
