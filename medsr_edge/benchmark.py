@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,39 +92,48 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
 
 
 class PeakRSS:
-    """Peak resident memory above the starting level while ``active`` is set (Linux /proc; else
-    None). Polled every 5 ms from a thread; the caller sets ``active`` around the model call only."""
+    """Peak resident memory (MB) of model calls above the level before the timed loop, from the
+    kernel's high-water mark (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before each
+    call and read after it): no sampling thread competes with the model for the cores, so memory
+    is measured in the same pass as latency without disturbing it. None where Linux /proc is not
+    there or not writable."""
 
-    def __enter__(self):
-        self.base = self._rss()
-        self.peak = self.base
-        self.active = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
+    def __init__(self) -> None:
+        self.peak: float | None = None
+        self.base = self._status("VmRSS") if self._reset() else None
 
     @staticmethod
-    def _rss() -> float | None:
+    def _status(field: str) -> float | None:
         try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) / 1024.0  # kB -> MB
         except (OSError, ValueError):
-            return None
+            pass
+        return None
 
-    def _poll(self) -> None:
-        while not self._stop.wait(0.005):
-            r = self._rss() if self.active else None
-            if r is not None and self.peak is not None:
-                self.peak = max(self.peak, r)
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # 5: reset the peak RSS to the current RSS
+            return True
+        except OSError:
+            return False
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def before_call(self) -> None:
+        if self.base is not None:
+            self._reset()
+
+    def after_call(self) -> None:
+        hwm = self._status("VmHWM") if self.base is not None else None
+        if hwm is not None:
+            self.peak = hwm if self.peak is None else max(self.peak, hwm)
 
     @property
     def extra_mb(self) -> float | None:
-        return None if self.base is None else round(self.peak - self.base, 1)
+        return None if self.base is None or self.peak is None else round(max(self.peak - self.base, 0.0), 1)
 
 
 def _score(row: Row, ps: list[float], ss: list[float], images: list[BenchImage], bicubic: list[float] | None) -> None:
@@ -149,16 +157,16 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     for im in images[:warmup]:
         fn(im.lr)
     times, ps, ss = [], [], []
-    with PeakRSS() as mem:
-        for im in images:
-            mem.active = True
-            t0 = time.perf_counter()
-            out = fn(im.lr)
-            times.append((time.perf_counter() - t0) * 1000)
-            mem.active = False
-            ps.append(psnr(out, im.hr, scale))
-            ss.append(ssim(out, im.hr, scale))
-            del out
+    mem = PeakRSS()
+    for im in images:
+        mem.before_call()
+        t0 = time.perf_counter()
+        out = fn(im.lr)
+        times.append((time.perf_counter() - t0) * 1000)
+        mem.after_call()
+        ps.append(psnr(out, im.hr, scale))
+        ss.append(ssim(out, im.hr, scale))
+        del out
     row.latency_ms_p50 = round(statistics.median(times), 3)
     row.latency_ms_p90 = round(float(np.percentile(times, 90)), 3)
     row.images_per_s = round(1000.0 / row.latency_ms_p50, 2) if row.latency_ms_p50 > 0 else None
@@ -309,13 +317,19 @@ def key(r: dict) -> tuple:
 
 
 def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_latency_increase: float,
-                    reference: str = "teacher-x4") -> tuple[list[str], list[str]]:
-    """(failures, notes) of ``current`` against ``baseline``. PSNR is compared in dB. Latency is
-    compared as a ratio to the ``reference`` model's ONNX FP32 row measured in the same run (falls
-    back to bicubic), so a slower CI machine does not fail the gate. INT8 rows are timed against
-    the baseline only on a CPU with the same int8 dot-product instructions (VNNI, AMX, dotprod):
-    without them INT8 runs at about FP32 speed, which is the hardware, not a regression; each row
-    left ungated this way is a note."""
+                    reference: str = "teacher-x4", max_int8_over_float: float = 0.1) -> tuple[list[str], list[str]]:
+    """(failures, notes) of ``current`` against ``baseline``.
+
+    PSNR: at most ``max_psnr_drop`` dB below the baseline, every row. Latency of float rows: as a
+    ratio to the ``reference`` model's ONNX FP32 row measured in the same run (bicubic if absent),
+    at most ``max_latency_increase`` above the baseline's ratio, so a slower machine does not fail.
+    Latency of INT8 rows: at most ``max_int8_over_float`` above the same model's float row
+    (FP32, else FP16) on the same backend in the same run. An INT8 row's own speed moves between
+    processes far more than a float row's (student-x4 INT8 took 4.3 to 7.9 ms per image in
+    separate runs of the same gate on one 2-core VM while FP32 stayed at 7.1 to 7.6 ms), but
+    an INT8 model slower than its float twin is a regression wherever it runs. INT8 is not timed
+    on a CPU whose int8 dot-product instructions (VNNI, AMX, dotprod) differ from the baseline's:
+    there INT8 can run at FP32 speed or below, which is the hardware; each such row is a note."""
 
     def ref_latency(doc: dict) -> float | None:
         for r in doc["rows"]:
@@ -326,6 +340,13 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
     def int8_dot(doc: dict) -> list[str] | None:
         flags = doc.get("environment", {}).get("cpu_flags")
         return None if flags is None else sorted(INT8_DOT_FLAGS.intersection(flags))
+
+    def float_twin(r: dict) -> dict | None:
+        for precision in ("fp32", "fp16"):
+            for t in current["rows"]:
+                if (t["name"], t["backend"], t["precision"], t["status"]) == (r["name"], r["backend"], precision, "ok"):
+                    return t
+        return None
 
     base_rows = {key(r): r for r in baseline["rows"]}
     ref_now, ref_base = ref_latency(current), ref_latency(baseline)
@@ -342,11 +363,20 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
         drop = b["psnr"] - r["psnr"]
         if drop > max_psnr_drop:
             failures.append(f"{label}: PSNR {r['psnr']:.3f} dB is {drop:.3f} dB below the baseline {b['psnr']:.3f} (max {max_psnr_drop})")
-        if r["name"] == "bicubic" or not (ref_now and ref_base):
+        if r["name"] == "bicubic":
             continue
-        if r["precision"] == "int8" and dot_now != dot_base:
-            notes.append(f"{label}: latency not gated: int8 dot-product instructions here "
-                         f"{'/'.join(dot_now or []) or 'none'}, in the baseline {'/'.join(dot_base or []) or 'none'}")
+        if r["precision"] == "int8":
+            twin = float_twin(r)
+            if r["backend"] == "onnxruntime" and dot_now != dot_base:
+                notes.append(f"{label}: latency not gated: int8 dot-product instructions here "
+                             f"{'/'.join(dot_now or []) or 'none'}, in the baseline {'/'.join(dot_base or []) or 'none'}")
+            elif twin is None:
+                notes.append(f"{label}: latency not gated: no float row of {r['name']} on {r['backend']} in this run")
+            elif r["latency_ms_p50"] > twin["latency_ms_p50"] * (1 + max_int8_over_float):
+                failures.append(f"{label}: latency {r['latency_ms_p50']:.2f} ms, slower than its {twin['precision']} twin "
+                                f"{twin['latency_ms_p50']:.2f} ms by more than {max_int8_over_float:.0%}")
+            continue
+        if not (ref_now and ref_base):
             continue
         now, then = r["latency_ms_p50"] / ref_now, b["latency_ms_p50"] / ref_base
         if now > then * (1 + max_latency_increase):

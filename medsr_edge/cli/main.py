@@ -371,7 +371,8 @@ def bench(
     markdown: Optional[Path] = typer.Option(None, help="Write the table as Markdown."),
     baseline: Optional[Path] = typer.Option(None, help="Earlier --json to compare with (CI gate)."),
     max_psnr_drop: float = typer.Option(0.05, help="Gate: largest allowed PSNR drop per row, dB."),
-    max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth, as a fraction, relative to the teacher in the same run."),
+    max_latency_increase: float = typer.Option(0.5, help="Gate: largest allowed latency growth of float rows, as a fraction, relative to the teacher in the same run."),
+    max_int8_over_float: float = typer.Option(0.1, help="Gate: how much slower (fraction) an INT8 row may be than the same model's float row in the same run."),
     gallery: Optional[Path] = typer.Option(None, help="Folder for comparison figures of the best, median and worst images (by student gain over bicubic) per modality."),
     fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
 ) -> None:
@@ -456,14 +457,15 @@ def bench(
                 console.print(f"  gallery: {out}")
     if baseline:
         failures, gate_notes = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop,
-                                                  max_latency_increase, teacher_name)
+                                                  max_latency_increase, teacher_name, max_int8_over_float)
         for note in gate_notes:
             typer.echo(f"  gate: {note}")
         for f in failures:
             typer.echo(f"REGRESSION {f}", err=True)
         if failures:
             raise typer.Exit(1)
-        typer.echo(f"gate passed against {baseline} (PSNR drop <= {max_psnr_drop} dB, latency +{max_latency_increase:.0%} vs teacher)")
+        typer.echo(f"gate passed against {baseline} (PSNR drop <= {max_psnr_drop} dB, float latency +{max_latency_increase:.0%} "
+                   f"vs teacher, INT8 latency <= float +{max_int8_over_float:.0%})")
 
 
 @app.command()
