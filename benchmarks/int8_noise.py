@@ -5,7 +5,7 @@ for each shipped student, the RMS difference INT8 - FP32 and the RMS error FP32 
 over the pixels of brain tissue (0..80 HU) of pydicom-data's 693_UNCR.dcm CT slice (degraded as in
 training, then super-resolved).
 
-    python benchmarks/int8_noise.py [--scales 2 4] [--int8 PATH]
+    python benchmarks/int8_noise.py [--scales 2 4] [--int8 PATH --fp32 PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--int8", help="An INT8 .onnx to measure instead of the shipped one (one scale).")
+    ap.add_argument("--fp32", help="The FP32 .onnx that INT8 was made from, instead of the shipped one (one scale).")
     args = ap.parse_args()
     img = read_image(get_testdata_file("693_UNCR.dcm", download=False))
     frame = img.frames[0]
@@ -38,7 +39,7 @@ def main() -> None:
     for s in args.scales:
         hr = crop_to_multiple(x, s)
         lr = degrade(hr, s)
-        fp32 = Enhancer(f"student-x{s}", "onnxruntime", "fp32").enhance_array(lr) * (hi - lo) + lo
+        fp32 = Enhancer(args.fp32 or f"student-x{s}", "onnxruntime", "fp32", scale=s).enhance_array(lr) * (hi - lo) + lo
         int8 = Enhancer(args.int8 or f"student-x{s}", "onnxruntime", "int8", scale=s).enhance_array(lr) * (hi - lo) + lo
         bic = upscale_bicubic(lr, s) * (hi - lo) + lo
         gt = hr * (hi - lo) + lo
