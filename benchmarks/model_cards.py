@@ -90,14 +90,16 @@ def markdown(c: dict) -> str:
              f"- Architecture: {c['architecture']} ({', '.join(f'{k}={v}' for k, v in c['config'].items() if k not in ('type', 'name'))})",
              f"- Scale: x{c['scale']}, single channel, input normalised per image to [0, 1] ({t.get('normalisation')})",
              f"- Training: {t.get('kind')}, {t.get('iterations')} iterations, batch {t.get('batch')}, HR patch {t.get('patch')}, "
-             f"wall time {round((t.get('wall_time_s') or 0) / 60)} min on {t.get('hardware')} (torch {t.get('torch')})",
+             f"wall time {round((t.get('wall_time_s') or 0) / 60)} min on {t.get('hardware')} (torch {t.get('torch')}), "
+             f"training images {', '.join(f'{m} {n}' for m, n in (t.get('train_images') or {}).items())}",
              f"- Losses: {json.dumps(t.get('losses'))}; EMA decay {t.get('ema_decay')}",
              f"- Degradation: {json.dumps(t.get('degradation'))}"]
     first = c.get("initialised_from")
     if first:
-        lines.insert(3, f"- First stage ({first['run']}): {first.get('kind')}, {first.get('iterations')} iterations, batch {first.get('batch')}, "
+        images = ", ".join(f"{m} {n}" for m, n in (first.get("train_images") or {}).items())
+        lines.insert(4, f"- First stage ({first['run']}): {first.get('kind')}, {first.get('iterations')} iterations, batch {first.get('batch')}, "
                         f"HR patch {first.get('patch')}, wall time {round((first.get('wall_time_s') or 0) / 60)} min, "
-                        f"{first.get('train_images')} training images, val PSNR {first.get('val_psnr') or 0:.2f} dB; then fine-tuned:")
+                        f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB. Then, from those weights:")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
     lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
