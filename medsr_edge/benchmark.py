@@ -303,6 +303,7 @@ def plot(rows: list[Row], path: str | Path, title: str) -> None:
         ax.plot([r.latency_ms_p50 for r in front], [r.psnr for r in front], "--", color="grey", lw=1, label="Pareto front")
         ax.legend(fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.2)  # room for the labels of the top and right-most points inside the axes
     ax.set_xlabel("latency per image, median (ms, log scale)")
     ax.set_ylabel("PSNR (dB, mean over modalities)")
     ax.set_title(title, fontsize=10)
