@@ -50,6 +50,10 @@ TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batc
                  "train_images")
 
 
+def training(meta: dict) -> dict:
+    return {k: meta.get(k) for k in TRAINING_KEYS}
+
+
 def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = None) -> dict:
     config, meta = read_metadata(run)
     rows = bench_rows(bench, name)
@@ -76,8 +80,8 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
     return {
         "int8": quant,
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
-        "training": {k: meta.get(k) for k in TRAINING_KEYS},
-        "initialised_from": {"run": str(init_run), **{k: m.get(k) for k in TRAINING_KEYS}} if init_run and (m := read_metadata(init_run)[1]) else None,
+        "training": training(meta),
+        "initialised_from": {"run": str(init_run), **training(read_metadata(init_run)[1])} if init_run else None,
         "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
         "results": results,
         "benchmark_environment": bench.get("environment"),

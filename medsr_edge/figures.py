@@ -26,6 +26,11 @@ class Panel:
     error: bool = True  # draw an error map for it
 
 
+def in_window(gt: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Pixels strictly inside the display ``window`` (vmin, vmax in [0, 1]): not saturated on screen."""
+    return (gt > window[0]) & (gt < window[1])
+
+
 def detail_roi(gt: np.ndarray, size: int, window: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int, int, int]:
     """(x, y, w, h) of the ``size`` square with the most detail as displayed: mean gradient
     magnitude of ``gt`` clipped to ``window`` (vmin, vmax in [0, 1]), each pixel's capped at the
@@ -35,7 +40,7 @@ def detail_roi(gt: np.ndarray, size: int, window: tuple[float, float] = (0.0, 1.
     lo, hi = window
     shown = np.clip((gt.astype(np.float64) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     g = ndimage.gaussian_gradient_magnitude(shown, 1.0)
-    inside = (gt > lo) & (gt < hi)
+    inside = in_window(gt, window)
     if inside.any():
         g = np.minimum(g, np.percentile(g[inside], 99))
     energy = (ndimage.uniform_filter(g, size=size, mode="constant")
@@ -68,7 +73,7 @@ def error_scale(errors: list[np.ndarray], gt: np.ndarray, window: tuple[float, f
     whose ground truth lies inside the display ``window`` ([0, 1] units) and at least ``margin``
     pixels from any pixel outside it. The tissue being read sets the scale; the far larger errors
     at edges the window saturates (bone/air, the field of view) clip at the top."""
-    inside = (gt > window[0]) & (gt < window[1])
+    inside = in_window(gt, window)
     if margin > 0:  # scipy erodes until nothing changes when iterations < 1
         inside = ndimage.binary_erosion(inside, iterations=margin)
     if inside.sum() < 64:
@@ -134,7 +139,7 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
     for ax in axes[1]:
         ax.axis("off")
     im = None
-    shown = (gt > vmin) & (gt < vmax)  # errors where the display saturates are not what the reader sees
+    shown = in_window(gt, (vmin, vmax))  # errors where the display saturates are not what the reader sees
     cmap = plt.get_cmap("inferno").with_extremes(bad="0.55")
     for ax, (label, e) in zip(err_axes, errors):
         ax.axis("on")
