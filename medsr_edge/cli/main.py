@@ -7,7 +7,6 @@ Heavy packages (torch, onnx, TensorRT) are imported inside the commands that nee
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -42,80 +41,72 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
+class CompressChoice(str, Enum):
+    rle = "rle"
+    jpeg_ls = "jpeg-ls"
+    jpeg2000 = "jpeg2000"
+
+
 @app.command()
 def enhance(
-    inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively): DICOM, PNG, JPEG, TIFF."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder. Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
-    model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (student-x4, teacher-x4, student-x2, teacher-x2) or a .onnx/.engine/.safetensors path."),
+    inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (one input folder is mirrored into it; several inputs get a sub-folder each). Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
+    model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, help="Precision of the shipped model to use."),
-    tile: int = typer.Option(256, help="Tile side in input pixels (0: whole image at once)."),
-    overlap: int = typer.Option(16, help="Input pixels shared by neighbouring tiles."),
+    tile: Optional[int] = typer.Option(None, min=0, help="Tile side in input pixels (0: whole image at once). Default: whole image up to 1024x1024, 512-pixel tiles above."),
+    overlap: int = typer.Option(32, min=0, max=256, help="Input pixels shared by neighbouring tiles."),
     to: Optional[str] = typer.Option(None, help="Output type for folder/default outputs: dcm, png, tif, jpg. Default: same as input."),
+    compress: Optional[CompressChoice] = typer.Option(None, help="Lossless compression of DICOM outputs (verified by decoding). Default: uncompressed."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist."),
     skip_existing: bool = typer.Option(False, help="Keep an existing -o FILE instead of refusing (folder outputs are always resumed)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime (default: all)."),
+    threads: Optional[int] = typer.Option(None, min=1, max=256, help="CPU threads for ONNX Runtime (default: all)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Enhance images: DICOM in -> derived DICOM out (16-bit, HU kept, new UIDs), PNG/TIFF keep bit depth."""
+    """Enhance images: DICOM in -> derived DICOM out (one derived series per source series, same bit depth, HU kept, geometry updated), PNG/TIFF keep bit depth."""
     _setup_logging(verbose)
     from tqdm import tqdm
 
+    from ..runtime.batch import Interrupted, run_batch
     from ..runtime.enhancer import Enhancer
-    from ..runtime.io import iter_image_files
-    from ..runtime.pipeline import enhance_file, exclude_outputs, existing_output_action, plan_jobs
 
     try:
         enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, threads=threads)
     except MedsrError as exc:
         fail(str(exc))
-    files = exclude_outputs(iter_image_files(inputs), output)
-    if not files:
-        fail(f"no image files found in {', '.join(map(str, inputs))}")
-    jobs = plan_jobs(files, [Path(p) for p in inputs], output, enhancer.scale, to)
-    failed = skipped = 0
-    bar = tqdm(jobs, desc=f"enhance x{enhancer.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's stop acts like Ctrl-C
+    bars: list = []
+
+    def progress(jobs):
+        bars.append(tqdm(jobs, desc=f"enhance x{enhancer.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr))
+        return bars[0]
+
+    def report(line: str) -> None:
+        (bars[0].write(line, file=sys.stderr) if bars and not bars[0].disable else typer.echo(line, err=True))
+
     try:
-        for job in bar:
-            try:
-                if existing_output_action(job, overwrite, skip_existing) == "skip":
-                    skipped += 1
-                    continue
-                dst = enhance_file(enhancer, job, overwrite)
-                bar.write(f"{job.src} -> {dst}", file=sys.stderr) if len(jobs) > 1 else typer.echo(str(dst))
-            except MedsrError as exc:
-                failed += 1
-                bar.write(f"error: {exc}", file=sys.stderr)
-            except MemoryError:
-                failed += 1
-                bar.write(f"error: {job.src}: out of memory; use a smaller --tile", file=sys.stderr)
-            except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
-                failed += 1
-                bar.write(f"error: {job.src}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}", file=sys.stderr)
-                if verbose:
-                    logging.exception("details")
-    except KeyboardInterrupt:
-        bar.close()
+        summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
+                            compress.value if compress else None, progress, report)
+    except Interrupted:
+        if bars:
+            bars[0].close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "
                    "run the same command again to resume", err=True)
         raise typer.Exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    done = len(jobs) - failed - skipped
-    if len(jobs) > 1 or failed or skipped:
-        note = " (complete outputs exist; --overwrite to redo them)" if skipped else ""
-        typer.echo(f"{done} enhanced, {skipped} skipped{note}, {failed} failed ({enhancer.describe()})", err=True)
-    if failed:
+    except MedsrError as exc:
+        fail(str(exc))
+    if len(summary.enhanced) == 1 and not summary.errors and not summary.skipped:
+        typer.echo(str(summary.enhanced[0][1]))
+    total = len(summary.enhanced) + len(summary.skipped) + summary.failed
+    if total > 1 or summary.failed or summary.skipped:
+        note = " (complete outputs exist; --overwrite to redo them)" if summary.skipped else ""
+        typer.echo(f"{len(summary.enhanced)} enhanced, {len(summary.skipped)} skipped{note}, {summary.failed} failed "
+                   f"({enhancer.describe()})", err=True)
+    if summary.failed:
         raise typer.Exit(1)
 
 
@@ -197,6 +188,30 @@ def train_teacher_cmd(
                           denoise, blur, noise, limit)
     try:
         path = train_teacher(opts, config, stage, init, disc_config=disc)
+    except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(str(path))
+
+
+@train_app.command("student")
+def train_student_cmd(
+    data: Path = _common["data"], out: Path = _common["out"],
+    config: str = typer.Option("student", help="Student config: student-fast, student, student-quality (RepPFANet), student-v1, student-tiny (RepSRNet)."),
+    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
+    loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
+    iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
+    scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),
+    split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
+    threads: Optional[int] = None, limit: Optional[int] = None,
+) -> None:
+    """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
+    _setup_logging(True)
+    from ..distill.train import distill_student
+
+    opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
+                          None, 0.0, 0.0, limit)
+    try:
+        path = distill_student(opts, None, config, init=init, pixel_loss=loss)
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc))
     typer.echo(str(path))

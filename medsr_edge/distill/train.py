@@ -398,19 +398,33 @@ def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 
     return lrs, hrs, outs, mods
 
 
-def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | dict = "student",
+PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config: str | dict = "student",
                     teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True,
-                    init: str | Path | None = None) -> Path:
-    """Distil the teacher into the student: L1 to ground truth + ``teacher_weight`` x L1 to the
-    teacher's output. With ``cache_teacher`` the teacher runs once over the training images
-    (flip/rotate-90 augmentation only); without it, every batch (all augmentations). ``init``: a
-    student checkpoint (training form) to fine-tune, with its own config and a fresh optimiser."""
-    run = Run(opts, "distill")
+                    init: str | Path | None = None, pixel_loss: str = "l1") -> Path:
+    """Train the student: ``pixel_loss`` (l1 or l2) to ground truth, plus ``teacher_weight`` x the
+    same loss to the teacher's output when ``teacher_path`` is given (distillation). Without a
+    teacher (``teacher_path=None``) it is plain supervised training with every augmentation.
+    With ``cache_teacher`` the teacher runs once over the training images (flip/rotate-90
+    augmentation only); without it, every batch (all augmentations). ``init``: a student
+    checkpoint (training form) to fine-tune, with its own config and a fresh optimiser (the
+    L1 -> L2 fine-tune of the efficient-SR challenges)."""
+    if pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}")
+    loss_fn = PIXEL_LOSSES[pixel_loss]
+    run = Run(opts, "distill" if teacher_path else "student")
     ctx = run.ctx
-    teacher, t_cfg, t_meta = load_model(teacher_path, ctx.device)
-    teacher.requires_grad_(False)
-    if int(t_meta.get("scale", opts.scale)) != opts.scale:
-        raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
+    teacher = None
+    t_cfg: dict | None = None
+    if teacher_path:
+        teacher, t_cfg, t_meta = load_model(teacher_path, ctx.device)
+        teacher.requires_grad_(False)
+        if int(t_meta.get("scale", opts.scale)) != opts.scale:
+            raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
+    else:
+        teacher_weight, cache_teacher = 0.0, False
     if init:
         start_model, cfg, i_meta = load_model(init, ctx.device)
         if int(i_meta.get("scale", opts.scale)) != opts.scale:
@@ -427,7 +441,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | 
     modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}
     start = run.resume(modules)
     if start >= opts.iters:
-        log.info("distill already complete (%d iterations) in %s", start, run.out)
+        log.info("%s already complete (%d iterations) in %s", run.kind, start, run.out)
         return run.out / "model.safetensors"
     if cache_teacher:
         cached = CachedTripletSampler(*_teacher_cache(teacher, run.train_samples, opts.scale, ctx.device),
@@ -435,36 +449,45 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path, config: str | 
     else:
         sampler = run.sampler()
     if ctx.is_main:
-        log.info("distill: student %s, %d parameters (training form), teacher %s", cfg.get("name", cfg["type"]),
+        log.info("%s: student %s, %d parameters (training form), teacher %s", run.kind, cfg.get("name", cfg["type"]),
                  count_params(unwrap(student)), teacher_path)
-        t_val = evaluate(teacher, run.val, opts.scale, ctx.device)
-        log.info("teacher on the validation crops: PSNR %.2f dB (bicubic %.2f), SSIM %.4f",
-                 t_val["val_psnr"], t_val["val_psnr_bicubic"], t_val["val_ssim"])
+        if teacher is not None:
+            t_val = evaluate(teacher, run.val, opts.scale, ctx.device)
+            log.info("teacher on the validation crops: PSNR %.2f dB (bicubic %.2f), SSIM %.4f",
+                     t_val["val_psnr"], t_val["val_psnr_bicubic"], t_val["val_ssim"])
 
     def step(it: int) -> dict[str, float]:
+        t_out = None
         if cache_teacher:
             lr_np, hr_np, t_np = cached.batch(opts.batch)
             t_out = ctx.tensor(t_np)
         else:
             lr_np, hr_np = sampler.batch(opts.batch)
-            with torch.no_grad(), ctx.autocast():
-                t_out = teacher(ctx.tensor(lr_np)).float().clamp(0, 1)
+            if teacher is not None:
+                with torch.no_grad(), ctx.autocast():
+                    t_out = teacher(ctx.tensor(lr_np)).float().clamp(0, 1)
         lr_t, hr_t = ctx.tensor(lr_np), ctx.tensor(hr_np)
         with ctx.autocast():
             sr = student(lr_t).float()
-            l_gt = F.l1_loss(sr, hr_t)
-            l_kd = F.l1_loss(sr, t_out)
-            loss = gt_weight * l_gt + teacher_weight * l_kd
+            l_gt = loss_fn(sr, hr_t)
+            loss = gt_weight * l_gt
+            if t_out is not None:
+                l_kd = loss_fn(sr, t_out)
+                loss = loss + teacher_weight * l_kd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         ema.update_parameters(unwrap(student))
-        return {"loss_gt": l_gt.item(), "loss_kd": l_kd.item()}
+        losses = {"loss_gt": l_gt.item()}
+        if t_out is not None:
+            losses["loss_kd"] = l_kd.item()
+        return losses
 
-    extra = {"config": cfg, "teacher": str(teacher_path), "teacher_config": t_cfg, "init": str(init) if init else None,
-             "losses": {"l1_gt": gt_weight, "l1_teacher": teacher_weight}, "cache_teacher": cache_teacher,
-             "ema_decay": opts.ema_decay}
+    extra = {"config": cfg, "teacher": str(teacher_path) if teacher_path else None, "teacher_config": t_cfg,
+             "init": str(init) if init else None,
+             "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},
+             "cache_teacher": cache_teacher, "ema_decay": opts.ema_decay}
     run.loop(start, step, lambda: ema.module,
              lambda it: run.save(it, modules, ema.module, cfg, extra))
     return run.out / "model.safetensors"

@@ -8,11 +8,13 @@ from torch import nn
 
 from .discriminator_arch import UNetDiscriminatorSN
 from .rrdbnet_arch import RRDBNet
+from .reppfa_arch import PFABlock, RepPFANet
 from .student_arch import RepConv, RepSRNet
 
 ARCHS: dict[str, type[nn.Module]] = {
     "RRDBNet": RRDBNet,
     "RepSRNet": RepSRNet,
+    "RepPFANet": RepPFANet,
     "UNetDiscriminatorSN": UNetDiscriminatorSN,
 }
 
@@ -22,7 +24,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "esrgan-full": {"type": "RRDBNet", "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
     "esrgan-small": {"type": "RRDBNet", "num_feat": 32, "num_block": 6, "num_grow_ch": 16},
     "esrgan-tiny": {"type": "RRDBNet", "num_feat": 16, "num_block": 2, "num_grow_ch": 8},
-    "student": {"type": "RepSRNet", "num_feat": 32, "num_block": 4, "expand": 2},
+    # Students (RepPFANet, see reppfa_arch.py); latencies in the README's student table.
+    "student-fast": {"type": "RepPFANet", "num_feat": 24, "num_block": 4, "expand": 2},
+    "student": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2},
+    "student-quality": {"type": "RepPFANet", "num_feat": 40, "num_block": 5, "expand": 2},
+    # The first student (plain RepConv trunk, ReLU), kept for the models trained with it.
+    "student-v1": {"type": "RepSRNet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-tiny": {"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2},
     "discriminator": {"type": "UNetDiscriminatorSN", "num_feat": 64},
     "discriminator-small": {"type": "UNetDiscriminatorSN", "num_feat": 32},
@@ -73,5 +80,5 @@ def gflops_per_output_mpx(model: nn.Module, scale: int, size: int = 64) -> float
     return 2.0 * macs / (size * scale) ** 2 * 1e6 / 1e9
 
 
-__all__ = ["ARCHS", "CONFIGS", "RRDBNet", "RepConv", "RepSRNet", "UNetDiscriminatorSN",
+__all__ = ["ARCHS", "CONFIGS", "PFABlock", "RRDBNet", "RepPFANet", "RepConv", "RepSRNet", "UNetDiscriminatorSN",
            "build_model", "count_params", "gflops_per_output_mpx", "resolve_config"]

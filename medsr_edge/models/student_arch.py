@@ -60,7 +60,7 @@ class RepConv(nn.Module):
     def reparameterize(self) -> None:
         """Replace the branches by one 3x3 convolution (in place, irreversible)."""
         weight, bias = self.fused_kernel()
-        self.fused = nn.Conv2d(self.in_ch, self.out_ch, 3, 1, 1).to(weight.device)
+        self.fused = nn.Conv2d(self.in_ch, self.out_ch, 3, 1, 1).to(weight.device, weight.dtype)
         self.fused.weight.data.copy_(weight)
         self.fused.bias.data.copy_(bias)
         for name in ("conv3", "conv1", "expand", "squeeze"):

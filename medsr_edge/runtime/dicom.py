@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageReadError, ImageWriteError
-from .io import MAX_PIXELS, Image, atomic_write
+from .io import Image, atomic_write, check_pixel_budget
 
 DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg) "
                 "to decode {ts}")
@@ -40,6 +41,37 @@ def _rescale_params(ds) -> list[tuple[float, float]]:
     if shared and from_group(shared[0]):
         return [from_group(shared[0])] * n
     return [(1.0, 0.0)] * n
+
+
+# SOP classes whose pixels are not an image to super-resolve, with the reason given to the user.
+NOT_ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a segmentation (SEG) holds label masks",
+    "1.2.840.10008.5.1.4.1.1.66.7": "a label map segmentation holds label masks",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RT Dose holds a dose grid, not an image",
+    "1.2.840.10008.5.1.4.1.1.30": "a parametric map holds computed values, not an image",
+    "1.2.840.10008.1.3.10": "a DICOMDIR is an index of the medium, not an image",
+}
+
+
+def check_enhanceable(ds, path: Path) -> None:
+    """Refuse, with the reason, what medsr-edge does not enhance: objects without pixels,
+    segmentations, dose grids, float or colour pixels, and pixel formats other than one sample of
+    8 or 16 bits (BitsAllocated 1, 12 or 32 would be written back wrongly)."""
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop in NOT_ENHANCED_SOP_CLASSES:
+        raise ImageReadError(path, f"not enhanced: {NOT_ENHANCED_SOP_CLASSES[sop]}")
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        raise ImageReadError(path, "not enhanced: float pixel data (a parametric map?); only integer images are supported")
+    if "PixelData" not in ds:
+        raise ImageReadError(path, "DICOM has no pixel data (a report, SR or presentation state?)")
+    samples = ds.get("SamplesPerPixel", 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if samples not in (1, None) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(path, f"not enhanced: colour pixels ({photometric or 'unknown'}, {samples} samples per pixel); "
+                                   "only greyscale MONOCHROME1/2 with one sample per pixel is supported")
+    bits = ds.get("BitsAllocated")
+    if bits not in (8, 16):
+        raise ImageReadError(path, f"not enhanced: BitsAllocated {bits}; only 8- and 16-bit pixels are supported")
 
 
 def read_dicom(path: Path) -> Image:
@@ -67,11 +99,8 @@ def _read_dicom(path: Path) -> Image:
         raise ImageReadError(path, "not a DICOM file (no DICM preamble and no readable header)") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on truncated files
         raise ImageReadError(path, f"unreadable DICOM header ({type(exc).__name__}); file is truncated or corrupt") from None
-    if "PixelData" not in ds:
-        raise ImageReadError(path, "DICOM has no pixel data (a report, SR or presentation state?)")
+    check_enhanceable(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageReadError(path, f"{photometric or 'unknown'} DICOM; only greyscale (MONOCHROME1/2) is supported")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits_alloc, bits_stored = int(ds.BitsAllocated), int(ds.get("BitsStored", ds.BitsAllocated))
@@ -79,8 +108,9 @@ def _read_dicom(path: Path) -> Image:
         n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         raise ImageReadError(path, "DICOM lacks a valid Rows/Columns/BitsAllocated") from None
-    if rows * cols * n_frames > MAX_PIXELS or rows <= 0 or cols <= 0:
-        raise ImageReadError(path, f"DICOM header claims {n_frames}x{rows}x{cols} pixels; refusing")
+    if not 1 <= bits_stored <= bits_alloc:
+        raise ImageReadError(path, f"BitsStored {bits_stored} does not fit BitsAllocated {bits_alloc}; header is corrupt")
+    check_pixel_budget(path, n_frames, rows, cols)
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None and not ts.is_compressed and ts.is_private is False:
@@ -103,6 +133,8 @@ def _read_dicom(path: Path) -> Image:
     if arr.ndim != 3:
         raise ImageReadError(path, f"unsupported DICOM pixel layout {arr.shape}")
     params = _rescale_params(ds)
+    if not all(np.isfinite(v) for sb in params for v in sb) or any(sl == 0 for sl, _ in params):
+        raise ImageReadError(path, "RescaleSlope/RescaleIntercept is zero, NaN or infinite; fix the header")
     frames = np.stack([arr[i].astype(np.float64) * s + b for i, (s, b) in enumerate(params[: len(arr)])])
     lo_stored = -(2 ** (bits_stored - 1)) if signed else 0
     hi_stored = 2 ** (bits_stored - 1) - 1 if signed else 2 ** bits_stored - 1
@@ -110,13 +142,16 @@ def _read_dicom(path: Path) -> Image:
     value_range = tuple(sorted((lo_stored * s0 + b0, hi_stored * s0 + b0)))
     ds_nopix = ds.copy()
     del ds_nopix.PixelData
-    return Image(frames=frames, dtype=np.dtype(np.int16 if signed else np.uint16),
+    dtype = {(8, False): np.uint8, (8, True): np.int8, (16, False): np.uint16, (16, True): np.int16}[(bits_alloc, signed)]
+    return Image(frames=frames, dtype=np.dtype(dtype),
                  value_range=value_range, source=path, format="dicom",
                  invert=photometric == "MONOCHROME1", dataset=ds_nopix,
                  meta={"modality": str(ds.get("Modality", "")), "bits_stored": bits_stored,
-                       "rescale": params, "transfer_syntax": str(ts.name) if ts else ""})
+                       "bits_allocated": bits_alloc, "rescale": params,
+                       "transfer_syntax": str(ts.name) if ts else ""})
 
 
+SPOOL_ROWS = 256  # output rows converted to stored values at a time
 PURPOSE_SOURCE = ("121322", "DCM", "Source image for image processing operation")
 DERIVATION_CODE = ("113085", "DCM", "Spatial resampling")
 # MR Pulse Sequence module attributes that are present only when Image Type value 1 is ORIGINAL/MIXED.
@@ -150,13 +185,74 @@ def _derive_frame_types(item) -> None:
                 sub.FrameType = ["DERIVED", "PRIMARY", *list(sub.FrameType)[2:]]
 
 
-def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: str):
-    """A new pydicom Dataset for the enhanced ``frames`` (modality units, (F, H*s, W*s))."""
+def _vector(item, keyword: str, n: int) -> np.ndarray | None:
+    """A numeric multi-value attribute as a float array of length ``n``, or None if absent/malformed."""
+    try:
+        v = np.array([float(x) for x in item[keyword].value], float)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return v if v.shape == (n,) and np.isfinite(v).all() else None
+
+
+def _first(*items_keyword):
+    for item, keyword in items_keyword:
+        if item is not None and item.get(keyword):
+            return item[keyword][0]
+    return None
+
+
+def _origin_shift(orientation: np.ndarray, spacing: np.ndarray, scale: int) -> np.ndarray:
+    """Patient-space offset (mm) from the centre of the first input pixel to the centre of the
+    first output pixel of a pixel-centre-aligned xS upsampling: -(1 - 1/S)/2 of a pixel along the
+    row and the column direction. ``orientation`` is ImageOrientationPatient (row cosines, then
+    column cosines), ``spacing`` is PixelSpacing (row spacing, then column spacing)."""
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    half = (1.0 - 1.0 / scale) / 2.0
+    return -half * (row_dir * spacing[1] + col_dir * spacing[0])
+
+
+def _set_position(item, new: np.ndarray) -> None:
+    item.ImagePositionPatient = [f"{v:.10g}"[:16] for v in new]
+
+
+def shift_origin(ds, scale: int) -> None:
+    """Move ImagePositionPatient (top level, and every per-frame PlanePositionSequence of an
+    enhanced IOD) from the first input pixel centre to the first output pixel centre, so the
+    derived grid lies exactly on the source anatomy. Must run before the spacing is divided."""
+    ipp, iop, spacing = _vector(ds, "ImagePositionPatient", 3), _vector(ds, "ImageOrientationPatient", 6), _vector(ds, "PixelSpacing", 2)
+    if ipp is not None and iop is not None and spacing is not None:
+        _set_position(ds, ipp + _origin_shift(iop, spacing, scale))
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    groups = list(ds.get("PerFrameFunctionalGroupsSequence", []) or [])
+    if shared is not None and shared.get("PlanePositionSequence"):
+        groups.append(shared)
+    for item in groups:
+        pos = _first((item, "PlanePositionSequence"))
+        orient = _first((item, "PlaneOrientationSequence"), (shared, "PlaneOrientationSequence"))
+        measures = _first((item, "PixelMeasuresSequence"), (shared, "PixelMeasuresSequence"))
+        if pos is None or orient is None or measures is None:
+            continue
+        ipp, iop, spacing = (_vector(pos, "ImagePositionPatient", 3), _vector(orient, "ImageOrientationPatient", 6),
+                             _vector(measures, "PixelSpacing", 2))
+        if ipp is not None and iop is not None and spacing is not None:
+            _set_position(pos, ipp + _origin_shift(iop, spacing, scale))
+
+
+def derived_dataset(image: Image, frames, scale: int, description: str, identity: str | None = None,
+                    series_label: str = "medsr-edge", spool_dir: str | Path | None = None):
+    """A new pydicom Dataset for the enhanced ``frames``: float (F, H*s, W*s) in modality units,
+    or an iterable of (H*s, W*s) frames, consumed one at a time. Its PixelData is a temporary
+    file in ``spool_dir`` (pydicom streams it when saving); close ``ds.PixelData`` when done.
+
+    ``identity`` (default ``description``) names the model, its version and how it ran; the new
+    Series/SOP Instance UIDs are derived from it and the source UIDs. ``series_label`` goes into
+    the SeriesDescription ("... [SR x4 student-x4]")."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+    identity = identity or description
     src = image.dataset
     ds = copy.deepcopy(src)  # a shallow copy would share (and so rewrite) the source's elements
     for elem in list(ds):  # overlays, icons and pixel statistics describe the old pixel grid
@@ -164,8 +260,9 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
                 "IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
                 "SmallestPixelValueInSeries", "LargestPixelValueInSeries", "PixelPaddingRangeLimit"):
             del ds[elem.tag]
-    f, h, w = frames.shape
+    f, (h, w) = len(image.frames), (image.shape[0] * scale, image.shape[1] * scale)
     ds.Rows, ds.Columns = h, w
+    shift_origin(ds, scale)
     _scale_spacing(ds, scale)
     enhanced_iod = "Enhanced" in str(getattr(src.SOPClassUID, "name", ""))
     enhanced = bool(ds.get("SharedFunctionalGroupsSequence"))  # derivation goes in the functional groups
@@ -178,11 +275,18 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     if "InstanceCreationDate" in ds:
         ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SOPInstanceUID = generate_uid()
-    if "SeriesNumber" in ds and ds.SeriesNumber is not None:
-        ds.SeriesNumber = int(ds.SeriesNumber) + 1000
-    ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) + f" SR x{scale}").strip()[:64]
+    # Deterministic UIDs: every slice of one source series lands in one derived series, whether
+    # the slices are enhanced in one run or several, by one process or many; the same slice and
+    # model give the same instance UID, so a re-run replaces rather than duplicates.
+    src_series = str(src.get("SeriesInstanceUID", "") or "")
+    src_sop = str(src.get("SOPInstanceUID", "") or "")
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["medsr-edge series", src_series or str(image.source.parent), identity])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=["medsr-edge instance", src_series, src_sop or str(image.source), identity])
+    if ds.get("SeriesNumber") is not None:
+        ds.SeriesNumber = (int(ds.SeriesNumber) + 1000) % 2 ** 31
+    label = f"SR x{scale} {series_label}".strip()
+    original = str(ds.get("SeriesDescription", "") or "").strip()
+    ds.SeriesDescription = (f"{original[:64 - len(label) - 3]} [{label}]" if original else f"DERIVED [{label}]")[:64]
     source = Dataset()
     source.ReferencedSOPClassUID = src.SOPClassUID
     source.ReferencedSOPInstanceUID = src.SOPInstanceUID
@@ -214,21 +318,43 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
         tags = {pydicom.datadict.tag_for_keyword(kw) for kw in MR_ORIGINAL_ONLY}
         ds.walk(lambda d, elem: d.__delitem__(elem.tag) if elem.tag in tags else None)
     ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO") or "NO"
-    # Pixels: 16-bit stored values, same BitsStored/sign, same rescale (HU kept).
-    bits_stored = int(image.meta.get("bits_stored", 16))
-    signed = image.dtype == np.int16
+    # Pixels: the input's BitsAllocated/BitsStored/sign and rescale (so HU stay HU).
+    bits_alloc = int(image.meta.get("bits_allocated", 16))
+    bits_stored = int(image.meta.get("bits_stored", bits_alloc))
+    signed = np.dtype(image.dtype).kind == "i"
     lo = -(2 ** (bits_stored - 1)) if signed else 0
     hi = 2 ** (bits_stored - 1) - 1 if signed else 2 ** bits_stored - 1
-    stored = np.empty((f, h, w), np.int16 if signed else np.uint16)
-    for i, (slope, intercept) in enumerate(image.meta.get("rescale", [(1.0, 0.0)] * f)[:f]):
-        stored[i] = np.clip(np.rint((frames[i] - intercept) / slope), lo, hi)
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    stored_dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_alloc // 8}")
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_alloc, bits_stored, bits_stored - 1
     ds.PixelRepresentation = 1 if signed else 0
     ds.SamplesPerPixel = 1
     if "NumberOfFrames" in ds or f > 1:
         ds.NumberOfFrames = f
-    ds.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
-    ds["PixelData"].VR = "OW"
+    # Frame by frame into a spool file that pydicom streams into the output: peak memory is one
+    # frame, whatever the number of frames.
+    spool = tempfile.TemporaryFile(dir=spool_dir)
+    rescale = image.meta.get("rescale", [(1.0, 0.0)] * f)
+    count = 0
+    for i, frame in enumerate(frames):
+        if i >= f or frame.shape != (h, w):
+            spool.close()
+            raise ValueError(f"frame {i} has shape {frame.shape}, expected {f} frames of {(h, w)}")
+        slope, intercept = rescale[i]
+        for r in range(0, h, SPOOL_ROWS):  # in row blocks: no full-frame temporary
+            values = np.asarray(frame[r:r + SPOOL_ROWS], np.float32) - np.float32(intercept)
+            values /= np.float32(slope)
+            np.rint(values, out=values)
+            np.clip(values, lo, hi, out=values)
+            spool.write(values.astype(stored_dtype).tobytes())
+        count += 1
+    if count != f:
+        spool.close()
+        raise ValueError(f"{count} frames enhanced, expected {f}")
+    if (f * h * w * stored_dtype.itemsize) % 2:
+        spool.write(b"\0")
+    spool.seek(0)
+    ds.PixelData = spool
+    ds["PixelData"].VR = "OW" if bits_alloc > 8 else "OB"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -240,9 +366,81 @@ def derived_dataset(image: Image, frames: np.ndarray, scale: int, description: s
     return ds
 
 
-def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str) -> None:
-    """Write the derived DICOM atomically (never onto the input)."""
+COMPRESSION = {  # --compress name -> (transfer syntax keyword, pydicom encoding plugin, pip package)
+    "rle": ("RLELossless", "pydicom", "pydicom"),
+    "jpeg-ls": ("JPEGLSLossless", "pyjpegls", "pyjpegls"),
+    "jpeg2000": ("JPEG2000Lossless", "pylibjpeg", "pylibjpeg pylibjpeg-openjpeg"),
+}
+
+
+MAX_COMPRESS_BYTES = 1 << 30  # encoders need the whole pixel data in memory
+
+
+def _compress(ds, path: Path, compress: str) -> None:
+    """Compress the pixel data losslessly in place and prove it: decoding gives back every value."""
+    import pydicom.uid
+
+    if compress not in COMPRESSION:
+        raise ImageWriteError(path, f"unknown --compress {compress!r}; use {', '.join(COMPRESSION)}")
+    keyword, plugin, package = COMPRESSION[compress]
+    spool = ds.PixelData
+    if spool.seek(0, 2) > MAX_COMPRESS_BYTES:
+        raise ImageWriteError(path, f"output is over {MAX_COMPRESS_BYTES >> 20} MiB, too large to compress in memory; "
+                                    "leave out --compress")
+    spool.seek(0)
+    ds.PixelData = spool.read()
+    spool.close()
+    original = ds.pixel_array.copy()
+    try:
+        ds.compress(getattr(pydicom.uid, keyword), encoding_plugin=plugin)
+    except (RuntimeError, ValueError, NotImplementedError) as exc:
+        raise ImageWriteError(path, f"cannot encode {compress} ({str(exc).splitlines()[0][:100]}); "
+                                    f"pip install {package}, or leave out --compress") from None
+    if not np.array_equal(ds.pixel_array, original):
+        raise ImageWriteError(path, f"{compress} round trip changed pixel values; nothing was written")
+
+
+def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str,
+                        identity: str | None = None, series_label: str = "medsr-edge",
+                        compress: str | None = None) -> None:
+    """Write the derived DICOM atomically (never onto the input). ``compress``: None
+    (uncompressed), "rle", "jpeg-ls" or "jpeg2000", all lossless and verified by decoding.
+    Any failure (a malformed source header, an encoder, the disk) is an ImageWriteError and
+    leaves no file."""
+    import warnings
+
+    path = Path(path)
     if image.dataset is None:
         raise ImageWriteError(path, "DICOM output needs a DICOM input; write .png or .tif instead")
-    ds = derived_dataset(image, frames, scale, description)
-    atomic_write(Path(path), lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot create the output folder ({exc.strerror}); choose a writable -o folder") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = derived_dataset(image, frames, scale, description, identity, series_label, spool_dir=path.parent)
+            if compress:
+                _compress(ds, path, compress)
+    except ImageWriteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed source element can fail anywhere in pydicom
+        raise ImageWriteError(path, f"cannot build the derived DICOM from {image.source.name} ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); the input header is malformed") from None
+
+    def save(tmp: Path) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.save_as(tmp, enforce_file_format=True)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom raises ValueError/TypeError on bad values
+            raise ImageWriteError(path, f"cannot encode the derived DICOM ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); nothing was written") from None
+
+    try:
+        atomic_write(path, save)
+    finally:
+        if hasattr(ds.PixelData, "close"):
+            ds.PixelData.close()

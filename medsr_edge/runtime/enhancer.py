@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from .backends import Backend, open_backend
+from .errors import ModelError
 from .io import Image
 from .models import DEFAULT_MODEL, resolve_model
 from .transforms import Normalizer
@@ -51,36 +53,71 @@ def blend_weights(length: int, starts: list[int], tile: int, overlap: int) -> li
     return [(w / total[s:s + len(w)]).astype(np.float32) for s, w in zip(starts, raw)]
 
 
+AUTO_WHOLE_IMAGE_PIXELS = 1024 * 1024  # inputs up to this many pixels run whole (about 1 GB of activations)
+AUTO_TILE = 512  # tile side, input pixels, above it
+MAX_THREADS = 256
+
+
 class Enhancer:
     """Super-resolve single-channel images with an exported model.
 
     model: a shipped name (``student-x4``, ``teacher-x4``) or a path to .onnx/.engine/.safetensors.
     backend: auto | onnxruntime | tensorrt | torch. precision: fp32 | fp16 | int8 (for names).
-    tile: tile side in input pixels (0 = whole image at once); overlap: input pixels shared by
+    tile: tile side in input pixels (0 = whole image at once; None = whole image up to
+    ``AUTO_WHOLE_IMAGE_PIXELS``, ``AUTO_TILE`` tiles above); overlap: input pixels shared by
     neighbouring tiles (>= the network's receptive radius gives seamless output).
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, backend: str = "auto", precision: str = "fp32",
-                 tile: int = 256, overlap: int = 16, device: str = "auto", threads: int | None = None,
+                 tile: int | None = None, overlap: int = 32, device: str = "auto", threads: int | None = None,
                  scale: int | None = None) -> None:
+        if tile is not None and tile < 0:
+            raise ModelError(f"tile {tile}: must be >= 0 (0 = whole image)")
+        if overlap < 0:
+            raise ModelError(f"overlap {overlap}: must be >= 0")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise ModelError(f"threads {threads}: must be 1..{MAX_THREADS}")
         chosen = "onnxruntime" if backend == "auto" else backend
         self.model_path = resolve_model(model, chosen, precision)
         self.backend: Backend = open_backend(self.model_path, backend if Path(str(model)).suffix else chosen,
                                              device, threads, scale)
         self.scale = self.backend.scale
-        self.tile, self.overlap = int(tile), int(overlap)
+        self.tile, self.overlap = (None if tile is None else int(tile)), int(overlap)
         self.model_name = str(self.backend.meta.get("model_name", Path(self.model_path).stem))
+        self._identity: str | None = None
 
     @property
     def precision(self) -> str:
         return self.backend.precision
+
+    @property
+    def identity(self) -> str:
+        """What made an output: model name, version, file hash, backend, precision and scale.
+        Derived DICOM UIDs come from it, so one model run the same way gives one series."""
+        if self._identity is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            with open(self.model_path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            self._identity = "|".join([self.model_name, str(self.backend.meta.get("version", "")), h.hexdigest()[:16],
+                                       self.backend.name, self.precision, f"x{self.scale}"])
+        return self._identity
 
     def describe(self) -> str:
         """'student-x4 0.1.0 (onnxruntime, int8)' for DerivationDescription and logs."""
         return f"{self.model_name} {self.backend.meta.get('version', '')} ({self.backend.name}, {self.precision})".replace("  ", " ")
 
     def _run(self, lr: np.ndarray) -> np.ndarray:
-        return self.backend.run(lr[None, None])[0, 0]
+        out = self.backend.run(lr[None, None])
+        h, w = lr.shape
+        if out.ndim != 4 or out.shape[:2] != (1, 1) or out.shape[2:] != (h * self.scale, w * self.scale):
+            raise ModelError(f"{self.model_path}: output shape {tuple(out.shape)} for a {h}x{w} input is not "
+                             f"x{self.scale} as its metadata says; re-export the model (medsr-edge export)")
+        if not np.isfinite(out).all():
+            raise ModelError(f"{self.model_path}: produced NaN or infinite values; the model file is damaged")
+        return out[0, 0]
 
     def enhance_array(self, lr: np.ndarray) -> np.ndarray:
         """float (H, W) in [0, 1] -> float32 (H*scale, W*scale), clipped to [0, 1]."""
@@ -89,6 +126,8 @@ class Enhancer:
             raise ValueError(f"expected a 2-D image, got shape {lr.shape}")
         h, w = lr.shape
         s, t = self.scale, self.tile
+        if t is None:  # auto: tile only above the memory budget
+            t = 0 if h * w <= AUTO_WHOLE_IMAGE_PIXELS else AUTO_TILE
         if t <= 0 or (h <= t and w <= t):
             return np.clip(self._run(lr), 0.0, 1.0)
         ov = min(self.overlap, t // 2)
@@ -103,8 +142,14 @@ class Enhancer:
                 out[y * s:y * s + th, x * s:x * s + tw] += sr * wyy[:, None] * wxx[None, :]
         return np.clip(out, 0.0, 1.0, out=out)
 
+    def iter_enhance_image(self, image: Image) -> Iterator[np.ndarray]:
+        """Enhance the frames of an Image one at a time: yields float32 (sH, sW) in modality
+        units, so a writer can store each frame before the next is made (memory of one frame)."""
+        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        for frame in image.frames:
+            yield norm.inverse(self.enhance_array(norm.forward(frame)), inplace=True)
+
     def enhance_image(self, image: Image) -> tuple[np.ndarray, Normalizer]:
         """Enhance every frame of an Image; returns (frames (F, sH, sW) float32 in modality units, the normaliser)."""
         norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
-        frames = [norm.inverse(self.enhance_array(norm.forward(f)), inplace=True) for f in image.frames]
-        return (frames[0][None] if len(frames) == 1 else np.stack(frames)), norm
+        return np.stack(list(self.iter_enhance_image(image))), norm

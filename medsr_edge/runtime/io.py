@@ -20,9 +20,21 @@ import numpy as np
 from .errors import ImageReadError, ImageWriteError
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 IMAGE_SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom"}
-MAX_PIXELS = 20000 * 20000  # refuse headers that claim more (a 400 MPixel slice is not an image)
+# Memory budget, checked against the header before anything is decoded. One frame's x4 output
+# in float32 is then at most 1 GiB, and all frames of a file as float64 modality values too.
+MAX_FRAME_PIXELS = 4096 * 4096
+MAX_TOTAL_PIXELS = 2 ** 27
+
+
+def check_pixel_budget(path: Path, frames: int, rows: int, cols: int) -> None:
+    """Raise ImageReadError when a header declares more pixels than the memory budget allows."""
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels; the file is corrupt")
+    if rows * cols > MAX_FRAME_PIXELS or rows * cols * frames > MAX_TOTAL_PIXELS:
+        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels, above the memory budget "
+                                   f"({MAX_FRAME_PIXELS // 1_000_000} MP per frame, {MAX_TOTAL_PIXELS // 1_000_000} MP per file); "
+                                   "crop or split the image first")
 
 
 @dataclass
@@ -50,32 +62,84 @@ class Image:
         return self.frames.shape[1], self.frames.shape[2]
 
 
-def is_image_file(path: Path) -> bool:
-    """True for files whose name or first bytes say PNG/JPEG/TIFF/DICOM."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
+def looks_like_dicom(path: Path) -> bool:
+    """True when the file's content is DICOM, whatever its name (``IM0001``, ``.IMA``, UID names).
+
+    A Part 10 file has ``DICM`` at byte 128; a raw dataset without that preamble (old scanners,
+    some PACS exports) starts with a group 0x0002 or 0x0008 tag in little endian and is confirmed
+    by a forced parse of its first elements."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
+            head = fh.read(132)
     except OSError:
         return False
+    if head[128:132] == b"DICM":
+        return True
+    if len(head) < 8 or head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        return "SOPClassUID" in ds or "Modality" in ds
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return False
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files whose suffix says PNG/JPEG/TIFF/DICOM or whose content is DICOM."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return looks_like_dicom(path)
+
+
+def is_dicomdir(path: Path) -> bool:
+    """True for a DICOMDIR (the index of a DICOM medium, not an image)."""
+    return path.name.upper() == "DICOMDIR"
+
+
+@dataclass
+class FoundFiles:
+    """What a folder search found: image files to enhance, and what it passed over (and why)."""
+
+    images: list[Path]
+    passed_over: list[tuple[Path, str]]
+
+
+def find_image_files(paths, recursive: bool = True) -> FoundFiles:
+    """Expand files and folders into a sorted list of image files (folders searched recursively,
+    DICOM recognised by content), and list what was passed over in folders: DICOMDIR indexes and
+    files that are not images. A path named directly is always returned, so the caller reports
+    it as a per-file error if it cannot be read."""
+    images: list[Path] = []
+    passed: list[tuple[Path, str]] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            images.append(p)
+            continue
+        found = p.rglob("*") if recursive else p.glob("*")
+        for f in sorted(found):
+            try:
+                if not f.is_file():
+                    continue
+            except OSError:
+                continue
+            if is_dicomdir(f):
+                passed.append((f, "DICOMDIR (an index of the medium, not an image)"))
+            elif is_image_file(f):
+                images.append(f)
+            else:
+                passed.append((f, "not an image file"))
+    return FoundFiles(images, passed)
 
 
 def iter_image_files(paths, recursive: bool = True) -> list[Path]:
-    """Expand files and folders into a sorted list of image files (folders searched recursively).
-
-    A path that does not exist is returned as is, so the caller reports it as a per-file error.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = p.rglob("*") if recursive else p.glob("*")
-            out.extend(sorted(f for f in found if f.is_file() and is_image_file(f)))
-        else:
-            out.append(p)
-    return out
+    """The image files of :func:`find_image_files`."""
+    return find_image_files(paths, recursive).images
 
 
 def read_image(path: str | os.PathLike) -> Image:
@@ -95,7 +159,9 @@ def read_image(path: str | os.PathLike) -> Image:
         raise ImageReadError(path, f"cannot read ({exc.strerror})") from None
     if size == 0:
         raise ImageReadError(path, "file is empty")
-    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
+    suffix = path.suffix.lower()
+    if head[128:132] == b"DICM" or suffix in (".dcm", ".dicom") or (
+            suffix not in RASTER_SUFFIXES and looks_like_dicom(path)):
         from .dicom import read_dicom  # pydicom only when needed
 
         return read_dicom(path)
@@ -117,35 +183,65 @@ def _to_grey(arr: np.ndarray, path: Path) -> np.ndarray:
     raise ImageReadError(path, f"unsupported pixel layout {arr.shape}")
 
 
-def _read_raster(path: Path) -> Image:
+def _png_header(path: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or (0, -1) if it has none."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return 0, -1
+    return head[24], head[25]
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = list(tif.pages)
+        if not pages:
+            raise ImageReadError(path, "TIFF has no pages")
+        total = 0
+        for page in pages:
+            shape = tuple(page.shape)
+            rows, cols = (shape[0], shape[1]) if len(shape) >= 2 else (1, shape[0] if shape else 0)
+            check_pixel_budget(path, 1, rows, cols)
+            total += int(np.prod(shape)) if shape else 0
+        if total > MAX_TOTAL_PIXELS:
+            raise ImageReadError(path, f"{len(pages)} pages hold {total} pixels, above the memory budget of "
+                                       f"{MAX_TOTAL_PIXELS // 1_000_000} MP per file; split the file first")
+        return np.stack([_to_grey(p.asarray(), path) for p in pages])
+
+
+def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image as PILImage
 
-    PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS  # our own bound (checked below) instead of Pillow's 179 MP
+    PILImage.MAX_IMAGE_PIXELS = None  # our own budget, checked on the header below
+    bits, colour = _png_header(path)
+    if bits == 16 and colour in (2, 4, 6):
+        kind = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}[colour]
+        raise ImageReadError(path, f"16-bit {kind} PNG: Pillow would reduce it to 8 bits; save it as 16-bit greyscale PNG or TIFF")
+    with PILImage.open(path) as im:
+        check_pixel_budget(path, getattr(im, "n_frames", 1), im.height, im.width)
+        if im.mode == "CMYK":
+            raise ImageReadError(path, "colour (CMYK) image; medsr-edge enhances single-channel (grey) images")
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "I;16B":
+            im = im.convert("I;16")
+        arr = np.asarray(im)
+        if im.mode == "I":  # 16-bit PNG opened as int32
+            arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() < 65536 else arr
+    return _to_grey(arr, path)[None]
+
+
+def _read_raster(path: Path) -> Image:
     suffix = path.suffix.lower()
     fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(suffix, "png")
     try:
-        if fmt == "tiff":
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                if len(tif.pages) > 1:
-                    arr = np.stack([_to_grey(p.asarray(), path) for p in tif.pages])
-                else:
-                    arr = _to_grey(tif.pages[0].asarray(), path)[None]
-        else:
-            with PILImage.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ImageReadError(path, f"header claims {im.width}x{im.height} pixels; too large")
-                if im.mode == "P":
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                elif im.mode == "I;16B":
-                    im = im.convert("I;16")
-                arr = np.asarray(im)
-                if im.mode == "I":  # 16-bit PNG opened as int32
-                    arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() < 65536 else arr
-                arr = _to_grey(arr, path)[None]
+        arr = _read_tiff(path) if fmt == "tiff" else _read_pil(path)
     except ImageReadError:
         raise
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode it; crop or split the image first") from None
     except Exception as exc:  # noqa: BLE001 - Pillow/tifffile raise many types on corrupt files
         kind = "TIFF" if fmt == "tiff" else fmt.upper()
         raise ImageReadError(path, f"not a readable {kind} image ({type(exc).__name__}: "
@@ -157,7 +253,7 @@ def _read_raster(path: Path) -> Image:
         if not np.isfinite(arr).all():
             raise ImageReadError(path, "float image contains NaN or Inf values; clean it first")
         value_range = (float(arr.min()), float(arr.max()))
-        dtype = np.dtype(np.float32)
+        dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
     elif dtype in (np.uint8, np.uint16, np.int16):
         info = np.iinfo(dtype)
         value_range = (float(info.min), float(info.max))
@@ -173,12 +269,19 @@ def _read_raster(path: Path) -> Image:
 # --------------------------------------------------------------------------- writing
 
 
+TEMP_MARK = ".medsr-"  # temporary outputs are ".NAME.medsr-PID-RANDOM.part" beside the target
+
+
 def atomic_write(path: Path, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``; no partial file on any failure."""
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``; no partial file on any failure.
+
+    The temporary file sits beside ``path`` and carries this process's id, so a later run can
+    tell a file that a killed run left (:func:`sweep_stale_temporaries`) from one that a
+    concurrent run is still writing."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=".part", dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise ImageWriteError(path, f"cannot write here ({exc.strerror}); choose a writable -o folder") from None
@@ -193,6 +296,38 @@ def atomic_write(path: Path, write_fn) -> None:
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete this tool's temporary files in ``folder`` whose writing process is gone (killed by
+    SIGKILL, a power cut); returns what was removed. Other files are never touched."""
+    removed: list[Path] = []
+    try:
+        candidates = list(Path(folder).glob(f".*{TEMP_MARK}*.part"))
+    except OSError:
+        return removed
+    for f in candidates:
+        try:
+            pid = int(f.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+    return removed
+
+
 def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> np.ndarray:
     """Round and clip modality values into ``dtype`` (float stays float). Works in place on a
     float32 ``values`` (one temporary at most), so large outputs are not copied several times."""
@@ -205,43 +340,52 @@ def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, flo
     return work.astype(dtype)
 
 
-def write_raster(path: Path, frames: np.ndarray, image: Image) -> None:
-    """Write PNG (8/16-bit), JPEG (8-bit) or TIFF (8/16-bit, float32; multi-page) keeping bit depth.
+def write_raster(path: Path, frames, image: Image) -> None:
+    """Write PNG (8/16-bit), JPEG (8-bit) or TIFF (8/16-bit signed or not, float; multi-page)
+    keeping the input's bit depth and type.
 
-    A float32 ``frames`` is rounded in place (its memory is reused); pass a copy to keep it."""
+    ``frames``: float32 (F, H, W) or an iterable of float32 (H, W) frames in modality units; a
+    multi-page TIFF is written page by page, so only one output frame is in memory at a time.
+    Float32 frames are rounded in place (their memory is reused); pass copies to keep them."""
     from PIL import Image as PILImage
 
     path = Path(path)
     suffix = path.suffix.lower()
     dtype = image.dtype
-    if image.format == "dicom" or dtype == np.int16:
-        # DICOM/HU or signed data into a raster file: 16-bit unsigned keeps the precision.
+    offset = None
+    if image.format == "dicom" or (dtype.kind == "i" and suffix not in (".tif", ".tiff")):
+        # DICOM/HU (or signed data into PNG/JPEG): unsigned with an offset keeps the precision.
         dtype = np.dtype(np.uint16) if image.value_range[1] - image.value_range[0] > 255 else np.dtype(np.uint8)
         offset = image.value_range[0]
-        frames = np.subtract(frames, np.float32(offset), dtype=np.float32)
         vr = (0.0, float(np.iinfo(dtype).max))
     else:
         vr = image.value_range
-    data = to_stored(frames, dtype, vr)
+    if suffix not in (".tif", ".tiff", ".png", ".jpg", ".jpeg"):
+        raise ImageWriteError(path, f"unknown output type {suffix!r}; use .png, .tif, .jpg or .dcm")
+    if suffix in (".jpg", ".jpeg") and dtype != np.uint8:
+        raise ImageWriteError(path, "JPEG holds 8 bits only; write .png or .tif to keep the bit depth")
+    if suffix == ".png" and dtype.kind == "f":
+        raise ImageWriteError(path, "PNG cannot hold float pixels; write .tif")
+    if suffix != ".tif" and suffix != ".tiff" and len(image.frames) > 1:
+        raise ImageWriteError(path, f"{len(image.frames)} frames cannot go into one {suffix} file; use .tif or .dcm")
+
+    def stored(frame: np.ndarray) -> np.ndarray:
+        if offset is not None:
+            frame = np.subtract(frame, np.float32(offset), dtype=np.float32)
+        return to_stored(frame, dtype, vr)
 
     def write(tmp: Path) -> None:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack")
+            with tifffile.TiffWriter(tmp) as tw:
+                for frame in frames:
+                    tw.write(stored(frame), photometric="minisblack")
             return
-        if len(data) > 1:
-            raise ImageWriteError(path, f"{len(data)} frames cannot go into one {suffix} file; use .tif or .dcm")
-        frame = data[0]
-        if suffix in (".jpg", ".jpeg"):
-            if frame.dtype != np.uint8:
-                raise ImageWriteError(path, "JPEG holds 8 bits only; write .png or .tif to keep 16 bits")
-            PILImage.fromarray(frame).save(tmp, format="JPEG", quality=95)
-        elif suffix == ".png":
-            if np.issubdtype(frame.dtype, np.floating):
-                raise ImageWriteError(path, "PNG cannot hold float pixels; write .tif")
+        frame = stored(next(iter(frames)))
+        if suffix == ".png":
             PILImage.fromarray(frame).save(tmp, format="PNG")
         else:
-            raise ImageWriteError(path, f"unknown output type {suffix!r}; use .png, .tif, .jpg or .dcm")
+            PILImage.fromarray(frame).save(tmp, format="JPEG", quality=95)
 
     atomic_write(path, write)

@@ -26,34 +26,81 @@ class Job:
 
 
 def output_suffix(src: Path, to: str | None) -> str:
+    """The output type: ``to`` if given, else the input's (DICOM recognised by content -> .dcm)."""
     if to:
         return to if to.startswith(".") else "." + to
-    return src.suffix.lower() if src.suffix else ".dcm"
+    suffix = src.suffix.lower()
+    return ".dcm" if suffix == ".dicom" or suffix not in OUTPUT_SUFFIXES else suffix
+
+
+def _with_type(name: str, suffix: str) -> str:
+    """``IM0001`` -> ``IM0001.dcm``, ``1.2.840.5`` -> ``1.2.840.5.dcm`` (a UID is not a suffix),
+    ``a.PNG`` -> ``a.png``."""
+    p = Path(name)
+    return (p.stem if p.suffix.lower() in OUTPUT_SUFFIXES | {".dicom"} else name) + suffix
+
+
+class PlanError(MedsrError):
+    """The inputs and ``-o`` cannot be mapped to distinct outputs; nothing has run."""
 
 
 def plan_jobs(inputs: list[Path], roots: list[Path], output: Path | None, scale: int, to: str | None) -> list[Job]:
-    """Map each input file to its output path.
+    """Map each input file to its output path, and refuse (PlanError) before anything runs when
+    two inputs would write one output or an output would land on an input.
 
     One input file and ``output`` with an image suffix -> exactly that file. Otherwise ``output``
-    is a folder (mirroring the layout under each input folder); with no ``output``, a file goes
-    next to its input as ``NAME-sr-x4.EXT`` and a folder's files into ``FOLDER-sr-x4/``.
+    is a folder: one input folder is mirrored into it; several inputs each get their own
+    sub-folder named after the input folder (``enhance patientA/ patientB/ -o out`` writes
+    ``out/patientA/...`` and ``out/patientB/...``); files named directly go to its top. With no
+    ``output``, a file goes next to its input as ``NAME-sr-x4.EXT`` and a folder's files into
+    ``FOLDER-sr-x4/``.
     """
+    if output is not None and output.suffix.lower() in OUTPUT_SUFFIXES and len(inputs) > 1:
+        raise PlanError(f"{output}: one output file for {len(inputs)} inputs; give -o a folder (no image suffix)")
     jobs: list[Job] = []
-    single_file = output is not None and output.suffix.lower() in OUTPUT_SUFFIXES and len(inputs) == 1
+    single_file = output is not None and output.suffix.lower() in OUTPUT_SUFFIXES
+    dirs = [r for r in roots if r.is_dir()]
+    mirror = len(roots) > 1
     for src in inputs:
-        root = next((r for r in roots if r.is_dir() and (r == src.parent or r in src.parents)), None)
+        containing = [r for r in dirs if r == src.parent or r in src.parents]
+        root = max(containing, key=lambda r: len(r.parts)) if containing else None
         suffix = output_suffix(src, to)
         if single_file:
             jobs.append(Job(src, output, named=True))
-            continue
         elif root is not None:
-            base = output if output is not None else root.with_name(f"{root.name}-sr-x{scale}")
-            dst = (base / src.relative_to(root)).with_suffix(suffix)
+            name = root.resolve().name or "root"
+            base = root.with_name(f"{name}-sr-x{scale}") if output is None else (output / name if mirror else output)
+            rel = src.relative_to(root)
+            jobs.append(Job(src, base / rel.parent / _with_type(rel.name, suffix)))
+        elif output is None:
+            stem = Path(_with_type(src.name, "")).name
+            jobs.append(Job(src, src.parent / f"{stem}-sr-x{scale}{suffix}"))
         else:
-            base = output if output is not None else src.parent
-            dst = base / f"{src.stem}-sr-x{scale}{suffix}" if output is None else base / f"{src.stem}{suffix}"
-        jobs.append(Job(src, dst))
+            jobs.append(Job(src, output / _with_type(src.name, suffix)))
+    check_collisions(jobs)
     return jobs
+
+
+def _key(path: Path) -> str:
+    """Identity of a path for collision checks: absolute, and case-folded (macOS/Windows shares)."""
+    return str(path.absolute()).casefold()
+
+
+def check_collisions(jobs: list[Job]) -> None:
+    """Raise PlanError naming the first clashes when two jobs share an output or an output is an input."""
+    seen: dict[str, Path] = {}
+    inputs = {_key(j.src): j.src for j in jobs}
+    clashes = []
+    for j in jobs:
+        k = _key(j.dst)
+        if k in seen:
+            clashes.append(f"{seen[k]} and {j.src} both map to {j.dst}")
+        elif k in inputs:
+            clashes.append(f"the output of {j.src} would replace the input {inputs[k]}")
+        seen.setdefault(k, j.src)
+    if clashes:
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise PlanError("; ".join(clashes[:3]) + more + "; rename the files, enhance them separately, or choose another -o")
 
 
 def exclude_outputs(files: list[Path], output: Path | None) -> list[Path]:
@@ -100,7 +147,7 @@ def existing_output_action(job: Job, overwrite: bool, skip_existing: bool) -> st
     raise ImageWriteError(job.dst, "exists but is not a complete image; delete it or pass --overwrite")
 
 
-def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False) -> Path:
+def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress: str | None = None) -> Path:
     """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then."""
     src, dst = job.src, job.dst
     try:
@@ -111,15 +158,18 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False) -> Path:
     if dst.exists() and not overwrite:
         raise ImageWriteError(dst, "output exists; pass --overwrite to replace it")
     image = read_image(src)
-    frames, _ = enhancer.enhance_image(image)
+    frames = enhancer.iter_enhance_image(image)  # consumed frame by frame by the writer
     if dst.suffix.lower() == ".dcm":
         if image.format != "dicom":
             raise ImageWriteError(dst, f"DICOM output needs a DICOM input ({src.name} is {image.format.upper()}); use --to png or tif")
         write_derived_dicom(dst, image, frames, enhancer.scale,
-                            f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}")
+                            f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}",
+                            identity=enhancer.identity, series_label=enhancer.model_name, compress=compress)
     else:
+        if compress:
+            raise ImageWriteError(dst, "--compress applies to DICOM output only")
         write_raster(dst, frames, image)
     return dst
 
 
-__all__ = ["Job", "MedsrError", "enhance_file", "exclude_outputs", "existing_output_action", "plan_jobs"]
+__all__ = ["Job", "MedsrError", "PlanError", "check_collisions", "enhance_file", "exclude_outputs", "existing_output_action", "plan_jobs"]
