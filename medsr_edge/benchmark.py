@@ -353,6 +353,11 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
     ref_now, ref_base = ref_latency(current), ref_latency(baseline)
     dot_now, dot_base = int8_dot(current), int8_dot(baseline)
     failures, notes = [], []
+    now_keys = {key(r) for r in current["rows"]}
+    for k, b in base_rows.items():  # a row that vanished is a regression, not a pass
+        if b["status"] == "ok" and k not in now_keys:
+            failures.append(f"{b['name']} {b['format']} ({b['backend']}, {b['precision']}): in the baseline but "
+                            "missing from this run")
     for r in current["rows"]:
         b = base_rows.get(key(r))
         label = f"{r['name']} {r['format']} ({r['backend']}, {r['precision']})"

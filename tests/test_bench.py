@@ -28,6 +28,17 @@ def test_gate_psnr_and_relative_latency():
     assert len(fails) == 1 and "latency" in fails[0]
 
 
+def test_gate_fails_when_a_baseline_row_is_missing():
+    """A run in which the student rows vanished (a model that failed to load, a renamed file)
+    must not pass the gate just because nothing is left to compare."""
+    base = _doc(32.5, 10.0, 100.0, lat_int8=5.0)
+    now = _doc(32.5, 10.0, 100.0)
+    now["rows"] = [r for r in now["rows"] if r["name"] != "student-x4"]
+    fails, _ = bm.regression_gate(now, base, 0.05, 0.5)
+    assert len(fails) == 2 and all("missing from this run" in f for f in fails)
+    assert any("onnx-int8" in f for f in fails)
+
+
 def test_gate_times_int8_against_its_float_twin_on_the_baselines_int8_instructions():
     base = _doc(32.5, 10.0, 100.0, lat_int8=5.0)
     # INT8 slower than it was but still faster than FP32: the process-to-process spread, passes

@@ -13,7 +13,6 @@ HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.f
 
 
 def _profile():
-    pytest.importorskip("torch")  # the export package imports torch for checkpoint hashing
     from medsr_edge.export.tensorrt_build import ShapeProfile
 
     return ShapeProfile
@@ -59,6 +58,94 @@ def test_profile_bounds_and_sidecar(tmp_path):
     assert read_engine_metadata(engine)["scale"] == 4
 
 
+class _Fake:
+    """A stand-in for the tensorrt and pycuda modules that records what the builder asks for."""
+
+    def __init__(self, version):
+        import types
+
+        self.calls = []
+        calls = self.calls
+        trt = types.SimpleNamespace(__version__=version)
+        flags = {"PREFER_AOT_PYTHON_PLUGINS": 1, "PREFER_JIT_PYTHON_PLUGINS": 2}
+        if version.startswith("10."):
+            flags["STRONGLY_TYPED"] = 0
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
+        trt.BuilderFlag = types.SimpleNamespace()  # TensorRT 11 has no FP16/INT8 flags: any use fails
+        trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+
+        class Config:
+            def set_memory_pool_limit(self, *a): calls.append(("pool",) + a)
+            def set_flag(self, flag): calls.append(("set_flag", flag))
+            def add_optimization_profile(self, p): calls.append(("profile", p.shapes))
+            def create_timing_cache(self, data): return b"cache"
+            def set_timing_cache(self, cache, ignore_mismatch): pass
+            def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"cache")
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi): self.shapes = (name, lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger): pass
+            def create_network(self, flags):
+                calls.append(("create_network", flags))
+                return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(name="lr"))
+            def create_builder_config(self): return Config()
+            def create_optimization_profile(self): return Profile()
+            def build_serialized_network(self, network, config): return b"engine bytes"
+
+        class Parser:
+            num_errors = 0
+            def __init__(self, network, logger): pass
+            def parse(self, data): return True
+
+        trt.Builder, trt.OnnxParser = Builder, Parser
+        device = types.SimpleNamespace(name=lambda: "NVIDIA H100", compute_capability=lambda: (9, 0))
+        self.modules = (trt, types.SimpleNamespace(Device=lambda i: device))
+
+
+@pytest.mark.parametrize("version, flags", [("10.3.0", 1), ("11.0.0", 0)])
+def test_engines_are_built_strongly_typed_on_tensorrt_10_and_11(tmp_path, monkeypatch, version, flags):
+    """No weak-typing builder flag is set (TensorRT 11 removed them); the network is created
+    strongly typed (TensorRT 10: the creation flag; 11: always), from a precision-typed ONNX."""
+    from medsr_edge.export import tensorrt_build as tb
+
+    fake = _Fake(version)
+    monkeypatch.setattr(tb, "import_tensorrt", lambda: fake.modules)
+    src = tmp_path / "m-fp16.onnx"
+    src.write_bytes(b"onnx")
+    out = tb.build_engine(src, tmp_path / "m-fp16.engine", "fp16", tb.ShapeProfile.from_hw(),
+                          {"scale": 4, "model_name": "m", "precision": "fp16"})
+    assert ("create_network", flags) in fake.calls
+    assert not [c for c in fake.calls if c[0] == "set_flag"]
+    assert out.read_bytes() == b"engine bytes"
+    meta = read_engine_metadata(out)
+    assert (meta["tensorrt_version"], meta["compute_capability"], meta["precision"]) == (version, "9.0", "fp16")
+
+
+def test_engine_precision_must_match_its_onnx(tmp_path):
+    from medsr_edge.export.tensorrt_build import check_source_precision
+
+    src = tmp_path / "m.onnx"
+    with pytest.raises(ModelError, match="is fp32 ONNX; a strongly typed fp16 engine"):
+        check_source_precision({"precision": "fp32"}, "fp16", src)
+    uint8 = {"precision": "int8", "quantization": {"calibration": {"activation": "uint8", "symmetric": False}}}
+    with pytest.raises(ModelError, match="symmetric int8 activations"):
+        check_source_precision(uint8, "int8", src)
+    check_source_precision({"precision": "int8", "quantization": {"calibration": {"activation": "int8", "symmetric": True}}},
+                           "int8", src)
+
+
+def test_engine_building_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import medsr_edge.export.tensorrt_build, medsr_edge.runtime.tensorrt_backend; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed")
 def test_missing_tensorrt_names_the_package():
     with pytest.raises(BackendUnavailable, match=r"medsr-edge\[tensorrt\]"):
@@ -74,8 +161,11 @@ def test_build_and_run_engine(tmp_path, tiny_onnx):
     from medsr_edge.runtime.backends import OnnxRuntimeBackend
     from medsr_edge.runtime.tensorrt_backend import TensorRTBackend
 
-    out = build_engine(tiny_onnx, tmp_path / "tiny-fp16.engine", "fp16", ShapeProfile.from_hw("8x8", "64x64", "128x128"),
-                       {"scale": 4, "model_name": "tiny"})
+    from medsr_edge.export.quantize import convert_fp16
+
+    half = convert_fp16(tiny_onnx, tmp_path / "tiny-fp16.onnx")
+    out = build_engine(half, tmp_path / "tiny-fp16.engine", "fp16", ShapeProfile.from_hw("8x8", "64x64", "128x128"),
+                       {"scale": 4, "model_name": "tiny", "precision": "fp16"})
     trt_out = TensorRTBackend(out).run(np.random.rand(1, 1, 40, 56).astype(np.float32))
     assert trt_out.shape == (1, 1, 160, 224)
     x = np.random.default_rng(0).random((1, 1, 40, 56), np.float32)

@@ -143,21 +143,41 @@ def info() -> None:
         typer.echo("  torch: not installed (training/export need pip install 'medsr-edge[train]')")
 
 
+DENOISE_CHOICES = ("median", "gaussian")
+
+
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
-                   blur, noise, limit):
+                   blur, noise, limit, speed: "SpeedOptions | None" = None):
     from ..distill.train import TrainOptions
 
-    if not Path(data).is_dir():
-        fail(f"{data}: data folder not found")
+    if not (Path(data).is_dir() or Path(data).suffix == ".zip" and Path(data).is_file()):
+        fail(f"{data}: data folder (or pack .zip) not found")
+    if denoise is not None and denoise not in DENOISE_CHOICES:
+        fail(f"--denoise {denoise!r}: use {' or '.join(DENOISE_CHOICES)}")
+    speed = speed or SpeedOptions()
     return TrainOptions(data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
                         split=split or None, val_split=val_split or None, val_every=val_every,
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
-                        noise_sigma=noise, limit_per_modality=limit)
+                        noise_sigma=noise, limit_per_modality=limit, workers=speed.workers,
+                        max_seconds=speed.max_minutes * 60 if speed.max_minutes else None,
+                        channels_last=speed.channels_last, compile=speed.compile)
+
+
+class SpeedOptions:
+    """Throughput and chunking options shared by the training commands."""
+
+    def __init__(self, workers: int = 0, max_minutes: float | None = None, channels_last: bool = False,
+                 compile: bool = False) -> None:
+        self.workers, self.max_minutes, self.channels_last, self.compile = workers, max_minutes, channels_last, compile
 
 
 _common = dict(
-    data=typer.Option(..., help="Folder of PNG/JPEG/TIFF/DICOM (e.g. ../shared/data)."),
+    data=typer.Option(..., help="Folder of PNG/JPEG/TIFF/DICOM (e.g. ../shared/data), or a pack from `medsr-edge pack-data`."),
     out=typer.Option(..., help="Output folder: model.safetensors, log.csv, curves.png, ckpt/ (resumed)."),
+    workers=typer.Option(0, min=0, help="Data-loading worker processes (GPU: 4-8)."),
+    max_minutes=typer.Option(None, min=0.1, help="Stop after this many minutes with a checkpoint; the same command resumes."),
+    channels_last=typer.Option(False, help="NHWC memory format (faster convolutions on CUDA)."),
+    compile=typer.Option(False, help="torch.compile the network (CUDA; slow to start)."),
 )
 
 
@@ -177,6 +197,8 @@ def train_teacher_cmd(
     noise: float = typer.Option(0.0, help="Degradation noise sigma, [0,1] units."),
     limit: Optional[int] = typer.Option(None, help="At most this many images per modality."),
     disc: str = typer.Option("discriminator", help="Discriminator config for --stage gan."),
+    workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
+    channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
 ) -> None:
     """Train the RRDBNet teacher (stage psnr, then stage gan)."""
     _setup_logging(True)
@@ -185,7 +207,7 @@ def train_teacher_cmd(
     from ..distill.train import train_teacher
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          denoise, blur, noise, limit)
+                          denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
     try:
         path = train_teacher(opts, config, stage, init, disc_config=disc)
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
@@ -203,18 +225,42 @@ def train_student_cmd(
     scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),
     split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
     threads: Optional[int] = None, limit: Optional[int] = None,
+    workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
+    channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
 ) -> None:
     """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
     _setup_logging(True)
     from ..distill.train import distill_student
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          None, 0.0, 0.0, limit)
+                          None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
     try:
         path = distill_student(opts, None, config, init=init, pixel_loss=loss)
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc))
     typer.echo(str(path))
+
+
+@app.command("pack-data")
+def pack_data_cmd(
+    data: Path = typer.Option(..., help="Data folder laid out <modality>/<source>/<split>/ (e.g. ../shared/data)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Pack to write (.zip)."),
+    budget_mib: float = typer.Option(50.0, min=1.0, help="Size limit of the pack, MiB."),
+) -> None:
+    """Pack the train/val images (as stored, no recompression) under a size budget, for a machine
+    the data folder does not travel to; every trainer takes the pack as --data."""
+    from ..distill.pack import pack_data
+
+    if not data.is_dir():
+        fail(f"{data}: data folder not found")
+    if output.suffix != ".zip":
+        fail(f"{output}: the pack is a .zip file; name it PACK.zip")
+    try:
+        manifest = pack_data(data, output, budget_mib)
+    except (OSError, FileNotFoundError) as exc:
+        fail(str(exc))
+    counts = ", ".join(f"{m} {n}" for m, n in sorted(manifest["images_per_modality"].items()))
+    typer.echo(f"{output}: {manifest['bytes'] / (1 << 20):.1f} MiB, {len(manifest['files'])} images ({counts})")
 
 
 @app.command()
@@ -227,14 +273,16 @@ def distill(
     threads: Optional[int] = None, denoise: Optional[str] = None, limit: Optional[int] = None,
     teacher_weight: float = typer.Option(1.0, help="Weight of L1(student, teacher)."),
     init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. a shipped student-x4.safetensors."),
-    cache_teacher: bool = typer.Option(True, help="Run the teacher once over the data (fast, flips/rot90 only)."),
+    cache_teacher: bool = typer.Option(True, help="Run the teacher once over the data (fast, flips/rot90 only; off: every augmentation, teacher run per batch)."),
+    workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
+    channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
 ) -> None:
     """Distil a teacher into the re-parameterizable student."""
     _setup_logging(True)
     from ..distill.train import distill_student
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          denoise, 0.0, 0.0, limit)
+                          denoise, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
     try:
         path = distill_student(opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher,
                                init=init)
@@ -355,7 +403,7 @@ def export(
                 from ..export.tensorrt_build import ShapeProfile, build_engine
                 import onnx
 
-                src = fp32
+                src = convert_fp16(fp32, Path(tmp) / f"{base}-fp16.onnx") if fmt.precision == "fp16" else fp32
                 if fmt.precision == "int8":  # TensorRT explicit quantization: symmetric int8 QDQ
                     src, q = quantize_int8(fp32, Path(tmp) / f"{base}-qdq-s8.onnx", calib, calib_method, activation="int8",
                                            symmetric=True, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32,

@@ -33,6 +33,7 @@ from ..models import build_model, count_params, resolve_config
 from ..runtime.transforms import upscale_bicubic
 from ..models.checkpoint import load_model, save_model
 from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
+from .pack import resolve_data
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class TrainOptions:
     limit_per_modality: int | None = None
     ema_decay: float = 0.999
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    workers: int = 0  # data-loading processes (0: batches made in the training process)
+    max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
+    channels_last: bool = False  # NHWC memory format for the networks (CUDA convolutions run faster)
+    compile: bool = False  # torch.compile the generator
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -82,7 +87,8 @@ def ema_of(model: nn.Module, decay: float) -> AveragedModel:
 class Context:
     """Device, distributed rank and autocast, set up once from the environment (torchrun)."""
 
-    def __init__(self, threads: int | None, seed: int) -> None:
+    def __init__(self, threads: int | None, seed: int, channels_last: bool = False, compile: bool = False) -> None:
+        self.channels_last, self.compile = channels_last, compile
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -103,7 +109,11 @@ class Context:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        model = model.to(self.device)
+        """On the device (NHWC with ``channels_last``), in DDP under torchrun. ``compile`` compiles
+        the forward in place, so ``unwrap`` still returns the module whose weights are saved."""
+        model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        if self.compile:
+            model.compile()
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -171,6 +181,20 @@ class RunLog:
         plt.close(fig)
 
 
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches from a run's PatchSampler; each DataLoader worker draws its own stream."""
+
+    def __init__(self, run: "Run", batch: int) -> None:
+        self.run, self.batch = run, batch
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        sampler = self.run.sampler(worker=1 + (info.id if info else 0))
+        while True:
+            lr_np, hr_np = sampler.batch(self.batch)
+            yield torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, val: list, scale: int, device: torch.device) -> dict[str, float]:
     """Mean PSNR/SSIM (data range 1, border crop = scale) of ``model`` and bicubic on ``val``."""
@@ -190,15 +214,16 @@ class Run:
 
     def __init__(self, opts: TrainOptions, kind: str) -> None:
         self.opts, self.kind = opts, kind
-        self.ctx = Context(opts.threads, opts.seed)
+        self.ctx = Context(opts.threads, opts.seed, opts.channels_last, opts.compile)
         self.out = Path(opts.out)
         self.ckpt = self.out / "ckpt" / "last.pt"
         if self.ctx.is_main:
             (self.out / "ckpt").mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.out, kind) if self.ctx.is_main else None
         t0 = time.time()
-        self.train_samples = load_samples(opts.data, opts.split, opts.denoise, opts.limit_per_modality)
-        val_samples = load_samples(opts.data, opts.val_split, None, 4) if opts.val_split else self.train_samples
+        self.data = resolve_data(opts.data)  # a folder, or a pack made by `medsr-edge pack-data`
+        self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality)
+        val_samples = load_samples(self.data, opts.val_split, None, 4) if opts.val_split else self.train_samples
         self.val = validation_set(val_samples, opts.scale)
         if self.ctx.is_main:
             mods = {}
@@ -210,11 +235,31 @@ class Run:
             self.modality_counts[s.modality] = self.modality_counts.get(s.modality, 0) + 1
         self.start_time = time.time()
         self.elapsed_before = 0.0
+        self.resumed_at = 0
 
-    def sampler(self) -> PatchSampler:
+    def sampler(self, worker: int = 0) -> PatchSampler:
         o = self.opts
+        # A resumed run draws new patches: the stream depends on the iteration it resumed at.
+        seed = np.random.SeedSequence([o.seed, self.ctx.rank, worker, self.resumed_at]).generate_state(1)[0]
         return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
-                            seed=o.seed * 1000 + self.ctx.rank)
+                            seed=int(seed))
+
+    def batches(self):
+        """Endless (lr, hr) batches as tensors on the device. With ``opts.workers`` they are made in
+        worker processes (each its own random stream) and handed over in pinned memory, so a GPU
+        step does not wait for the cubic warps; otherwise in this process."""
+        o = self.opts
+        if o.workers <= 0:
+            sampler = self.sampler()
+            while True:
+                lr_np, hr_np = sampler.batch(o.batch)
+                yield self.ctx.tensor(lr_np), self.ctx.tensor(hr_np)
+        stream = BatchStream(self, o.batch)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=o.workers,
+                                             pin_memory=self.ctx.device.type == "cuda", prefetch_factor=4,
+                                             persistent_workers=True)
+        for lr_t, hr_t in loader:
+            yield lr_t.to(self.ctx.device, non_blocking=True), hr_t.to(self.ctx.device, non_blocking=True)
 
     def resume(self, modules: dict[str, Any]) -> int:
         """Load ``OUT/ckpt/last.pt`` into modules/optimizers if present; return the next iteration."""
@@ -224,8 +269,9 @@ class Run:
         for name, obj in modules.items():
             unwrap(obj).load_state_dict(state[name]) if isinstance(obj, nn.Module) else obj.load_state_dict(state[name])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.resumed_at = int(state["iter"])
         log.info("resumed from %s at iteration %d", self.ckpt, state["iter"])
-        return int(state["iter"])
+        return self.resumed_at
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.start_time
@@ -249,7 +295,7 @@ class Run:
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
-                "torch": torch.__version__, "medsr_edge": __version__,
+                "world_size": self.ctx.world, "torch": torch.__version__, "medsr_edge": __version__,
                 "normalisation": "per image to [0,1]: 8-bit 0..255, else image min..max; MONOCHROME1 inverted",
                 "degradation": {"kind": "bicubic-antialias", "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma},
                 "val_psnr": last_val.get("val_psnr"), "val_ssim": last_val.get("val_ssim"),
@@ -264,6 +310,7 @@ class Run:
         bar = tqdm(range(start, o.iters), initial=start, total=o.iters, disable=not self.ctx.is_main,
                    desc=self.kind, dynamic_ncols=True, mininterval=5)
         acc: dict[str, list[float]] = {}
+        started = time.time()
         for it in bar:
             losses = step(it)
             for k, v in losses.items():
@@ -280,8 +327,16 @@ class Run:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k.startswith("loss")})
                 if "val_psnr" in row:
                     self.log.plot()
-            if done % o.save_every == 0 or done == o.iters:
+            out_of_time = o.max_seconds is not None and time.time() - started > o.max_seconds
+            if self.ctx.world > 1 and o.max_seconds is not None:  # every rank stops at the same iteration
+                flag = torch.tensor([float(out_of_time)], device=self.ctx.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if done % o.save_every == 0 or done == o.iters or out_of_time:
                 checkpoint(done)
+            if out_of_time and done < o.iters:
+                bar.write(f"[{self.kind}] time limit reached at iteration {done}; run the same command to resume")
+                break
         self.ctx.close()
 
 
@@ -322,14 +377,13 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
     if start >= opts.iters:
         log.info("%s already complete (%d iterations) in %s", run.kind, start, run.out)
         return run.out / "model.safetensors"
-    sampler = run.sampler()
+    batches = run.batches()
     if ctx.is_main:
         log.info("%s: %s, %d parameters, stage %s, iterations %d..%d", run.kind, cfg.get("name", cfg["type"]),
                  count_params(unwrap(gen)), stage, start, opts.iters)
 
     def step(it: int) -> dict[str, float]:
-        lr_np, hr_np = sampler.batch(opts.batch)
-        lr_t, hr_t = ctx.tensor(lr_np), ctx.tensor(hr_np)
+        lr_t, hr_t = next(batches)
         if stage == "psnr":
             with ctx.autocast():
                 loss = F.l1_loss(gen(lr_t).float(), hr_t)
@@ -447,7 +501,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
         cached = CachedTripletSampler(*_teacher_cache(teacher, run.train_samples, opts.scale, ctx.device),
                                       patch=opts.patch, scale=opts.scale, seed=opts.seed * 1000 + ctx.rank)
     else:
-        sampler = run.sampler()
+        batches = run.batches()
     if ctx.is_main:
         log.info("%s: student %s, %d parameters (training form), teacher %s", run.kind, cfg.get("name", cfg["type"]),
                  count_params(unwrap(student)), teacher_path)
@@ -460,13 +514,12 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
         t_out = None
         if cache_teacher:
             lr_np, hr_np, t_np = cached.batch(opts.batch)
-            t_out = ctx.tensor(t_np)
+            lr_t, hr_t, t_out = ctx.tensor(lr_np), ctx.tensor(hr_np), ctx.tensor(t_np)
         else:
-            lr_np, hr_np = sampler.batch(opts.batch)
+            lr_t, hr_t = next(batches)
             if teacher is not None:
                 with torch.no_grad(), ctx.autocast():
-                    t_out = teacher(ctx.tensor(lr_np)).float().clamp(0, 1)
-        lr_t, hr_t = ctx.tensor(lr_np), ctx.tensor(hr_np)
+                    t_out = teacher(lr_t).float().clamp(0, 1)
         with ctx.autocast():
             sr = student(lr_t).float()
             l_gt = loss_fn(sr, hr_t)

@@ -1,4 +1,8 @@
-"""TensorRT 10 engines from the ONNX model (FP16, or INT8 from a QDQ model: explicit quantization).
+"""TensorRT 10/11 engines, built as *strongly typed* networks from precision-typed ONNX files:
+the FP16 ONNX for an FP16 engine, the symmetric int8 QDQ ONNX for an INT8 engine (explicit
+quantization). TensorRT 11 removed the weak-typing builder flags (``BuilderFlag.FP16``/``INT8``)
+and is always strongly typed; TensorRT 10 (JetPack 6 ships 10.3) gets the ``STRONGLY_TYPED``
+creation flag. Nothing here needs torch.
 
 Engines are tied to the GPU and the TensorRT version that built them; the JSON sidecar written
 next to each engine records both (plus precision, scale, shape profile and the source ONNX hash)
@@ -7,13 +11,13 @@ so the runtime can refuse a foreign engine with a clear message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..models.checkpoint import file_sha256
 from ..runtime.errors import ModelError
 from ..runtime.io import atomic_write
 from ..runtime.tensorrt_backend import import_tensorrt, sidecar_path
@@ -46,6 +50,40 @@ class ShapeProfile:
         return cls((1, 1, a, b), (batch, 1, c, d), (batch, 1, e, f))
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def network_flags(trt) -> int:
+    """``create_network`` flags for a strongly typed network on TensorRT 10 and 11."""
+    major = int(str(trt.__version__).split(".")[0])
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if major >= 11 or flag is None:
+        return 0  # TensorRT 11: always strongly typed (the flag is deprecated and ignored)
+    return 1 << int(flag)
+
+
+def check_source_precision(onnx_meta: dict, precision: str, onnx_path: Path) -> None:
+    """A strongly typed engine has the precision of its ONNX: refuse a mismatch, naming the fix."""
+    have = str(onnx_meta.get("precision", "fp32"))
+    if precision not in ("fp16", "int8"):
+        raise ModelError(f"engine precision must be fp16 or int8, not {precision!r}")
+    if have != precision:
+        source = "onnx-fp16" if precision == "fp16" else "onnx-int8 with symmetric int8 activations"
+        raise ModelError(f"{onnx_path}: is {have} ONNX; a strongly typed {precision} engine is built from the "
+                         f"{source} model (medsr-edge export --format engine-{precision} makes it)")
+    if precision == "int8":
+        cal = (onnx_meta.get("quantization") or {}).get("calibration", {})
+        if cal.get("activation") != "int8" or not cal.get("symmetric"):
+            raise ModelError(f"{onnx_path}: TensorRT needs symmetric int8 activations in the QDQ model "
+                             f"(this one has {cal.get('activation', '?')}, symmetric={cal.get('symmetric')}); "
+                             "export with --format engine-int8, which quantizes for TensorRT")
+
+
 def engine_metadata(onnx_meta: dict, precision: str, profile: ShapeProfile, onnx_path: Path,
                     trt_version: str, gpu_name: str, compute_capability: str) -> dict:
     """What the runtime checks before it deserialises an engine."""
@@ -58,22 +96,19 @@ def engine_metadata(onnx_meta: dict, precision: str, profile: ShapeProfile, onnx
 
 def build_engine(onnx_path: str | Path, out: str | Path, precision: str, profile: ShapeProfile,
                  onnx_meta: dict, workspace_gb: float = 2.0, timing_cache: str | Path | None = None) -> Path:
-    """Build and write ``out`` (+ ``out.json``). ``precision="int8"`` expects a QDQ ONNX model."""
-    trt, cuda = import_tensorrt()
+    """Build and write ``out`` (+ ``out.json``) from a precision-typed ONNX model (see module doc)."""
     onnx_path, out = Path(onnx_path), Path(out)
+    check_source_precision(onnx_meta, precision, onnx_path)
+    trt, cuda = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"{onnx_path}: TensorRT cannot parse the ONNX model ({errors[:200]})")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines fall back to FP16, not FP32, where needed
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)  # scales come from the QDQ nodes (explicit quantization)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(network.get_input(0).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(opt_profile)
@@ -90,5 +125,5 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, profile
     atomic_write(sidecar_path(out), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     atomic_write(out, lambda tmp: tmp.write_bytes(bytes(serialized)))
     atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
-    log.info("TensorRT %s engine written to %s (%.1f MB)", precision, out, out.stat().st_size / 1e6)
+    log.info("TensorRT %s engine (strongly typed) written to %s (%.1f MB)", precision, out, out.stat().st_size / 1e6)
     return out

@@ -31,8 +31,15 @@ class Backend:
     def _check_meta(self, expected_scale: int | None) -> None:
         if "scale" not in self.meta:
             raise ModelError(f"{self.path}: model has no medsr.scale metadata; export it with `medsr-edge export`")
-        self.scale = int(self.meta["scale"])
-        if int(self.meta.get("in_channels", 1)) != 1:
+        try:
+            self.scale = int(self.meta["scale"])
+            channels = int(self.meta.get("in_channels", 1))
+        except (TypeError, ValueError):
+            raise ModelError(f"{self.path}: model metadata is damaged (scale {self.meta.get('scale')!r}, in_channels "
+                             f"{self.meta.get('in_channels')!r}); re-export it with `medsr-edge export`") from None
+        if self.scale not in (2, 3, 4, 8):
+            raise ModelError(f"{self.path}: model metadata says scale {self.scale}; medsr-edge models are x2, x3, x4 or x8")
+        if channels != 1:
             raise ModelError(f"{self.path}: model takes {self.meta['in_channels']} channels; medsr-edge needs 1")
         if expected_scale and expected_scale != self.scale:
             raise ModelError(f"{self.path}: model is x{self.scale}, but x{expected_scale} was asked for")
@@ -89,7 +96,12 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = inp.name
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        try:
+            return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise ModelError(f"{self.path}: inference failed on a {x.shape[-2]}x{x.shape[-1]} input ({first}); "
+                             "try a smaller --tile") from None
 
 
 class TorchBackend(Backend):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError, ImageWriteError
-from .io import Image, atomic_write, check_pixel_budget
+from .errors import ImageReadError, ImageWriteError, MedsrError
+from .io import Image, atomic_write, check_pixel_budget, quiet_logger
 
 DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg) "
                 "to decode {ts}")
@@ -25,13 +25,17 @@ DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg p
 def _rescale_params(ds) -> list[tuple[float, float]]:
     """(slope, intercept) per frame, from the top level or the functional groups."""
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    def value(item, keyword: str, default: float) -> float:
+        v = item.get(keyword)
+        return default if v is None or v == "" else float(v)  # an explicit 0 stays 0 (and is refused)
+
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        return [(float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0))] * n
+        return [(value(ds, "RescaleSlope", 1.0), value(ds, "RescaleIntercept", 0.0))] * n
 
     def from_group(item):
         seq = item.get("PixelValueTransformationSequence")
         if seq:
-            return float(seq[0].get("RescaleSlope", 1) or 1), float(seq[0].get("RescaleIntercept", 0) or 0)
+            return value(seq[0], "RescaleSlope", 1.0), value(seq[0], "RescaleIntercept", 0.0)
         return None
 
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -79,11 +83,13 @@ def read_dicom(path: Path) -> Image:
     import warnings
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_logger("pydicom"):  # a failing decoder plugin logs a traceback
             warnings.simplefilter("ignore")  # pydicom warns on every odd value; errors are what matter
             return _read_dicom(path)
     except ImageReadError:
         raise
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode it") from None
     except Exception as exc:  # noqa: BLE001 - a malformed header can fail anywhere in pydicom
         detail = str(exc).splitlines()[0][:120] if str(exc) else ""
         raise ImageReadError(path, f"malformed DICOM ({type(exc).__name__}: {detail})") from None
@@ -122,8 +128,11 @@ def _read_dicom(path: Path) -> Image:
     except (NotImplementedError, RuntimeError) as exc:
         msg = str(exc)
         name = ts.name if ts is not None else "this transfer syntax"
-        if "plugin" in msg.lower() or "decoder" in msg.lower() or "missing" in msg.lower() or "available" in msg.lower():
+        if "missing dependencies" in msg or "no pixel data decoders" in msg.lower() or isinstance(exc, NotImplementedError):
             raise ImageReadError(path, "no decoder for " + name + "; " + DECODER_HINT.format(ts=name)) from None
+        if "raised by all available plugins" in msg:
+            raise ImageReadError(path, f"compressed pixel data is corrupt: every installed {name} decoder failed "
+                                       "on it; get a fresh copy of the file") from None
         raise ImageReadError(path, f"cannot decode pixels ({msg.splitlines()[0][:120]})") from None
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(path, f"cannot decode pixels ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
@@ -422,7 +431,7 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
             ds = derived_dataset(image, frames, scale, description, identity, series_label, spool_dir=path.parent)
             if compress:
                 _compress(ds, path, compress)
-    except ImageWriteError:
+    except MedsrError:  # a model error met while the frames are made, or our own write error
         raise
     except Exception as exc:  # noqa: BLE001 - a malformed source element can fail anywhere in pydicom
         raise ImageWriteError(path, f"cannot build the derived DICOM from {image.source.name} ({type(exc).__name__}: "

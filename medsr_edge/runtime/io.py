@@ -9,8 +9,11 @@ input.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,19 @@ IMAGE_SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom"}
 # in float32 is then at most 1 GiB, and all frames of a file as float64 modality values too.
 MAX_FRAME_PIXELS = 4096 * 4096
 MAX_TOTAL_PIXELS = 2 ** 27
+
+
+@contextmanager
+def quiet_logger(name: str):
+    """Silence a library's logger for a block: a decoder that logs a traceback for a corrupt
+    file must not print it; our one-line error says what went wrong."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def check_pixel_budget(path: Path, frames: int, rows: int, cols: int) -> None:
@@ -150,7 +166,10 @@ def read_image(path: str | os.PathLike) -> Image:
     if path.is_dir():
         raise ImageReadError(path, "is a folder; pass the files in it or the folder to `enhance`")
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(path, "not a regular file (a FIFO, socket or device); copy the image to a file first")
+        size = st.st_size
         with open(path, "rb") as fh:
             head = fh.read(132)
     except PermissionError:
@@ -237,7 +256,8 @@ def _read_raster(path: Path) -> Image:
     suffix = path.suffix.lower()
     fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(suffix, "png")
     try:
-        arr = _read_tiff(path) if fmt == "tiff" else _read_pil(path)
+        with quiet_logger("tifffile"):
+            arr = _read_tiff(path) if fmt == "tiff" else _read_pil(path)
     except ImageReadError:
         raise
     except MemoryError:

@@ -68,8 +68,9 @@ def plan_jobs(inputs: list[Path], roots: list[Path], output: Path | None, scale:
         if single_file:
             jobs.append(Job(src, output, named=True))
         elif root is not None:
-            name = root.resolve().name or "root"
-            base = root.with_name(f"{name}-sr-x{scale}") if output is None else (output / name if mirror else output)
+            absolute = _absolute(root)
+            name = absolute.name or "root"
+            base = absolute.with_name(f"{name}-sr-x{scale}") if output is None else (output / name if mirror else output)
             rel = src.relative_to(root)
             jobs.append(Job(src, base / rel.parent / _with_type(rel.name, suffix)))
         elif output is None:
@@ -81,9 +82,17 @@ def plan_jobs(inputs: list[Path], roots: list[Path], output: Path | None, scale:
     return jobs
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute with symlinks resolved where possible (a symlink loop is left as is)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: symlink loop (Python < 3.13)
+        return path.absolute()
+
+
 def _key(path: Path) -> str:
     """Identity of a path for collision checks: absolute, and case-folded (macOS/Windows shares)."""
-    return str(path.absolute()).casefold()
+    return str(_absolute(path)).casefold()
 
 
 def check_collisions(jobs: list[Job]) -> None:
@@ -108,26 +117,45 @@ def exclude_outputs(files: list[Path], output: Path | None) -> list[Path]:
     enhance its own outputs."""
     if output is None or output.suffix.lower() in OUTPUT_SUFFIXES:
         return files
-    out = output.resolve()
-    return [f for f in files if out not in f.resolve().parents]
+    out = _absolute(output)
+    return [f for f in files if out not in _absolute(f).parents]
 
 
 def output_is_complete(path: Path) -> bool:
-    """True when ``path`` holds a whole image: the DICOM pixel data has every byte its header
-    needs, or PIL verifies the PNG/TIFF/JPEG. Outputs are written by rename, so a file that
-    medsr-edge wrote is always complete; this guards against files copied in by other tools."""
+    """True when ``path`` holds a whole image, checked by decoding all of it: a DICOM parses,
+    its pixel data decodes to Rows x Columns x NumberOfFrames (and, uncompressed, has exactly
+    the bytes its header needs); a TIFF decodes every page; PNG/JPEG decode. Outputs are
+    written by rename, so a file that medsr-edge wrote is always complete; this guards against
+    files cut or copied in by other tools before a resume skips them."""
+    import warnings
+
     try:
-        if path.suffix.lower() == ".dcm":
-            import pydicom
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            suffix = path.suffix.lower()
+            if suffix == ".dcm":
+                import pydicom
 
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            return path.stat().st_size >= ds.Rows * ds.Columns * frames * ds.BitsAllocated // 8
-        from PIL import Image as PILImage
+                ds = pydicom.dcmread(path)
+                frames = int(ds.get("NumberOfFrames", 1) or 1)
+                if not ds.file_meta.TransferSyntaxUID.is_compressed:
+                    needed = ds.Rows * ds.Columns * frames * ds.BitsAllocated // 8
+                    if len(ds.PixelData) not in (needed, needed + 1):
+                        return False
+                arr = ds.pixel_array
+                return arr.shape[-2:] == (ds.Rows, ds.Columns) and (arr.shape[0] if arr.ndim == 3 else 1) == frames
+            if suffix in (".tif", ".tiff"):
+                import tifffile
 
-        with PILImage.open(path) as im:
-            im.load()
-        return True
+                with tifffile.TiffFile(path) as tif:
+                    for page in tif.pages:
+                        page.asarray()
+                return True
+            from PIL import Image as PILImage
+
+            with PILImage.open(path) as im:
+                im.load()
+            return True
     except Exception:  # noqa: BLE001 - any failure to read means "not a complete output"
         return False
 
@@ -150,11 +178,8 @@ def existing_output_action(job: Job, overwrite: bool, skip_existing: bool) -> st
 def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress: str | None = None) -> Path:
     """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then."""
     src, dst = job.src, job.dst
-    try:
-        if dst.resolve() == src.resolve():
-            raise ImageWriteError(dst, "output would replace the input; choose another -o")
-    except OSError:
-        pass
+    if _absolute(dst) == _absolute(src):
+        raise ImageWriteError(dst, "output would replace the input; choose another -o")
     if dst.exists() and not overwrite:
         raise ImageWriteError(dst, "output exists; pass --overwrite to replace it")
     image = read_image(src)

@@ -1,0 +1,223 @@
+"""Exit 0 means a correct output: the cases an independent attack on `enhance` found, each as a
+regression test (no traceback, no silently wrong image, memory bounded before decoding, resume
+that checks what it skips)."""
+
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from conftest import make_tiny_onnx
+from medsr_edge.cli.main import app
+from medsr_edge.runtime.errors import ImageReadError
+from medsr_edge.runtime.io import TEMP_MARK, read_image
+
+runner = CliRunner()
+CLI = [sys.executable, "-c", "from medsr_edge.cli.main import app; app()"]
+
+
+def _enhance(*args):
+    res = runner.invoke(app, ["enhance", *map(str, args)])
+    assert "Traceback" not in res.output
+    return res
+
+
+def _png(path, arr):
+    PILImage.fromarray(arr).save(path)
+    return path
+
+
+def test_nan_or_zero_rescale_slope_is_refused(tmp_path, ct_small, tiny_onnx):
+    for slope in ("NaN", "inf", "0"):
+        ds = pydicom.dcmread(ct_small)
+        ds["RescaleSlope"].value = slope
+        ds.save_as(tmp_path / f"s{slope}.dcm")
+        res = _enhance(tmp_path / f"s{slope}.dcm", "--model", tiny_onnx)
+        assert res.exit_code == 1 and "RescaleSlope" in res.output
+        assert not list(tmp_path.glob("*-sr-x4.dcm"))
+
+
+def test_model_whose_real_scale_differs_from_its_metadata_writes_nothing(tmp_path, ct_small):
+    """An x4 network labelled x2 would give a DICOM with PixelSpacing wrong by 2x."""
+    import onnx
+
+    model = onnx.load(str(make_tiny_onnx(tmp_path / "m.onnx", scale=4)))
+    for prop in model.metadata_props:
+        if prop.key == "medsr.scale":
+            prop.value = "2"
+    onnx.save(model, str(tmp_path / "liar.onnx"))
+    res = _enhance(ct_small, "-o", tmp_path / "out.dcm", "--model", tmp_path / "liar.onnx")
+    assert res.exit_code == 1 and "is not x2" in res.output
+    assert not (tmp_path / "out.dcm").exists()
+
+
+def test_damaged_model_metadata_is_one_line(tmp_path, ct_small):
+    import onnx
+
+    model = onnx.load(str(make_tiny_onnx(tmp_path / "m.onnx")))
+    for prop in model.metadata_props:
+        if prop.key == "medsr.scale":
+            prop.value = '"four"'
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    res = _enhance(ct_small, "--model", tmp_path / "bad.onnx")
+    assert res.exit_code == 2 and "metadata is damaged" in res.output
+
+
+def test_cmyk_jpeg_is_refused(tmp_path, tiny_onnx):
+    PILImage.new("CMYK", (16, 16), (10, 20, 30, 40)).save(tmp_path / "c.jpg")
+    res = _enhance(tmp_path / "c.jpg", "--model", tiny_onnx)
+    assert res.exit_code == 1 and "CMYK" in res.output
+
+
+def test_sixteen_bit_colour_and_alpha_png_are_refused(tmp_path, tiny_onnx):
+    import zlib
+
+    def png16(path, colour_type, channels):
+        raw = b"".join(b"\0" + np.full((4, channels), 40000, ">u2").tobytes() for _ in range(4))
+
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, colour_type, 0, 0, 0))
+                         + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+    png16(tmp_path / "rgb.png", 2, 3)
+    png16(tmp_path / "ga.png", 4, 2)
+    for name, kind in (("rgb.png", "16-bit RGB"), ("ga.png", "16-bit grey+alpha")):
+        res = _enhance(tmp_path / name, "--model", tiny_onnx)
+        assert res.exit_code == 1 and kind in res.output
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64, np.float32, np.uint16])
+def test_tiff_keeps_its_pixel_type_and_values(tmp_path, tiny_onnx, dtype):
+    """int16 must not come out shifted by +32768, float64 not reduced to float32."""
+    ramp = np.linspace(-3000 if np.dtype(dtype).kind != "u" else 0, 3000, 16 * 16).reshape(16, 16)
+    tifffile.imwrite(tmp_path / "in.tif", ramp.astype(dtype))
+    res = _enhance(tmp_path / "in.tif", "--model", tiny_onnx)
+    assert res.exit_code == 0, res.output
+    out = tifffile.imread(tmp_path / "in-sr-x4.tif")
+    assert out.dtype == dtype and out.shape == (64, 64)
+    assert abs(float(out.mean()) - float(ramp.mean())) < 0.05 * (ramp.max() - ramp.min())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--overlap", "-1"], "--overlap"),
+    (["--threads", "100000"], "--threads"),
+    (["--tile", "-5"], "--tile"),
+    (["--to", "."], "not an output type"),
+])
+def test_bad_options_are_refused_with_one_line(tmp_path, tiny_onnx, args, message):
+    src = _png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    res = _enhance(src, "--model", tiny_onnx, *args)
+    assert res.exit_code == 2 and message in res.output
+    assert not (tmp_path / "a-sr-x4.png").exists()
+
+
+def test_enhance_dot_writes_beside_the_folder(tmp_path, tiny_onnx, monkeypatch):
+    work = tmp_path / "scans"
+    work.mkdir()
+    _png(work / "a.png", np.zeros((8, 8), np.uint8))
+    monkeypatch.chdir(work)
+    res = _enhance(".", "--model", tiny_onnx)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "scans-sr-x4" / "a.png").is_file()
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path, tiny_onnx):
+    os.mkfifo(tmp_path / "pipe.png")
+    res = subprocess.run(CLI + ["enhance", str(tmp_path / "pipe.png"), "--model", str(tiny_onnx)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "not a regular file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_symlink_loop_as_output_is_one_line(tmp_path, tiny_onnx):
+    src = _png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    res = _enhance(src, "-o", tmp_path / "loop" / "out", "--model", tiny_onnx)
+    assert res.exit_code == 1 and "error:" in res.output
+
+
+def _j2k_dicom(tmp_path, ct_small, tiny_onnx):
+    res = _enhance(ct_small, "-o", tmp_path / "j2k.dcm", "--model", tiny_onnx, "--compress", "jpeg2000")
+    assert res.exit_code == 0, res.output
+    return tmp_path / "j2k.dcm"
+
+
+def test_corrupt_compressed_dicom_is_called_corrupt_not_missing_a_decoder(tmp_path, ct_small, tiny_onnx, capfd):
+    raw = bytearray(_j2k_dicom(tmp_path, ct_small, tiny_onnx).read_bytes())
+    start = raw.index(b"\xff\x4f\xff\x51")  # JPEG 2000 codestream: SOC, SIZ
+    raw[start + 4:start + 40] = bytes(36)  # wipe the image size in SIZ
+    (tmp_path / "bad.dcm").write_bytes(bytes(raw))
+    with pytest.raises(ImageReadError) as err:
+        read_image(tmp_path / "bad.dcm")
+    assert "corrupt" in str(err.value) and "pip install" not in str(err.value)
+    assert "Traceback" not in capfd.readouterr().err  # pydicom's plugin log stays quiet
+
+
+def test_header_bombs_are_refused_before_decoding(tmp_path):
+    """A 138-byte TIFF whose header asks for 9.3 GiB, and a DICOM declaring 300 frames of
+    16384 x 16384: refused from the header (no allocation, so no MemoryError either)."""
+    entries = [(256, 4, 1, 50000), (257, 4, 1, 50000), (258, 3, 1, 32), (259, 3, 1, 8), (262, 3, 1, 1),
+               (273, 4, 1, 8), (278, 4, 1, 50000), (279, 4, 1, 16)]  # 50000 x 50000 x 32 bit, deflate
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    (tmp_path / "bomb.tif").write_bytes(struct.pack("<2sHI", b"II", 42, 24) + bytes(16) + ifd)
+    assert (tmp_path / "bomb.tif").stat().st_size <= 138
+    with pytest.raises(ImageReadError, match="memory budget"):
+        read_image(tmp_path / "bomb.tif")
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = 16384
+    ds.NumberOfFrames = 300
+    ds.save_as(tmp_path / "bomb.dcm")
+    with pytest.raises(ImageReadError, match="memory budget"):
+        read_image(tmp_path / "bomb.dcm")
+
+
+def test_resume_rechecks_what_it_skips(tmp_path, ct_small, tiny_onnx):
+    """A DICOM output cut by 4,000 bytes and a TIFF cut inside its last page are not complete:
+    the re-run refuses to skip them (and does not silently replace them)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pydicom.dcmread(ct_small).save_as(src / "ct.dcm")
+    tifffile.imwrite(src / "stack.tif", np.stack([np.full((16, 16), v, np.uint16) for v in (100, 2000, 4000)]),
+                     photometric="minisblack")
+    out = tmp_path / "out"
+    assert _enhance(src, "-o", out, "--model", tiny_onnx).exit_code == 0
+    again = _enhance(src, "-o", out, "--model", tiny_onnx)
+    assert again.exit_code == 0 and "0 enhanced, 2 skipped" in again.output
+    for name, cut in (("ct.dcm", 4000), ("stack.tif", 100)):
+        raw = (out / name).read_bytes()
+        (out / name).write_bytes(raw[:-cut])
+    res = _enhance(src, "-o", out, "--model", tiny_onnx)
+    assert res.exit_code == 1 and res.output.count("not a complete image") == 2
+
+
+def test_stale_temporaries_of_killed_runs_are_swept(tmp_path, tiny_onnx):
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "a.png", np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".a.png{TEMP_MARK}{dead.pid}-x1y2.part"
+    live = out / f".b.png{TEMP_MARK}{os.getpid()}-x1y2.part"  # a concurrent writer: left alone
+    stale.write_bytes(b"partial"), live.write_bytes(b"partial")
+    res = _enhance(src, "-o", out, "--model", tiny_onnx)
+    assert res.exit_code == 0 and "removed a temporary file" in res.output
+    assert not stale.exists() and live.exists() and (out / "a.png").is_file()
+
+
+def test_unreadable_input_named_on_the_command_line_does_not_abort_the_batch(tmp_path, tiny_onnx):
+    ok = _png(tmp_path / "ok.png", np.zeros((8, 8), np.uint8))
+    res = _enhance(tmp_path / "missing.png", ok, "-o", tmp_path / "out", "--model", tiny_onnx)
+    assert res.exit_code == 1 and "missing.png: no such file" in res.output
+    assert (tmp_path / "out" / "ok.png").is_file()
