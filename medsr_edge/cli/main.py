@@ -197,6 +197,7 @@ def train_teacher_cmd(
     noise: float = typer.Option(0.0, help="Degradation noise sigma, [0,1] units."),
     limit: Optional[int] = typer.Option(None, help="At most this many images per modality."),
     disc: str = typer.Option("discriminator", help="Discriminator config for --stage gan."),
+    perceptual: str = typer.Option("auto", help="Perceptual backbone for --stage gan: auto, vgg19-conv5_4 ($MEDSR_VGG19_WEIGHTS), vgg16-conv5_3 (pip install 'medsr-edge[perceptual]'), feature-matching."),
     workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
 ) -> None:
@@ -209,7 +210,7 @@ def train_teacher_cmd(
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
     try:
-        path = train_teacher(opts, config, stage, init, disc_config=disc)
+        path = train_teacher(opts, config, stage, init, disc_config=disc, perceptual=perceptual)
     except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc))
     typer.echo(str(path))

