@@ -15,9 +15,10 @@ import argparse
 import numpy as np
 from pydicom.data import get_testdata_file
 
+from medsr_edge.core.degradation import crop_to_multiple, degrade, upscale_bicubic
 from medsr_edge.runtime.enhancer import Enhancer
 from medsr_edge.runtime.io import read_image
-from medsr_edge.runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+from medsr_edge.runtime.transforms import Normalizer
 
 
 def rms(v: np.ndarray) -> float:

@@ -84,8 +84,8 @@ def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
 
 
 def run(shard: int, cases: int, work: Path, model: Path) -> dict:
+    from medsr_edge.core.errors import MedsrError
     from medsr_edge.runtime.enhancer import Enhancer
-    from medsr_edge.runtime.errors import MedsrError
     from medsr_edge.runtime.io import read_image
     from medsr_edge.runtime.pipeline import Job, enhance_file
 

@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import phantom
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from conftest import phantom
 from medsr_edge.cli.main import app
 from medsr_edge.runtime.pipeline import output_is_complete
 
@@ -35,8 +35,8 @@ def test_thousands_of_files_with_few_file_descriptors(tmp_path, tiny_onnx):
     src = _folder(tmp_path / "in", 3000, size=8)
     (src / "notes.txt").write_text("not an image")
     (src / "Thumbs.db").write_bytes(b"\x00" * 64)
-    code = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); " \
-           f"from medsr_edge.cli.main import app; app()"
+    code = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); " \
+           "from medsr_edge.cli.main import app; app()"
     res = subprocess.run([sys.executable, "-c", code, "enhance", str(src), "-o", str(tmp_path / "out"),
                           "--model", str(tiny_onnx), "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

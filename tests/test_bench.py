@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_tiny_onnx
-from medsr_edge import benchmark as bm
+
+from medsr_edge.eval import benchmark as bm
 
 
 def _doc(psnr_student, lat_student, lat_teacher, lat_int8=None, flags=("avx2", "avx512_vnni")):
@@ -59,7 +59,7 @@ def test_gate_times_int8_against_its_float_twin_on_the_baselines_int8_instructio
 
 
 def test_cpu_flags_are_known_kernel_flags():
-    from medsr_edge.sysinfo import KERNEL_FLAGS, cpu_flags
+    from medsr_edge.core.sysinfo import KERNEL_FLAGS, cpu_flags
 
     flags = cpu_flags()
     assert flags == sorted(flags) and set(flags) <= set(KERNEL_FLAGS)
@@ -105,7 +105,7 @@ def _bench_weights(tmp_path, monkeypatch):
 
 
 def test_fid_skipped_with_reason_and_nothing_downloaded(tmp_path, monkeypatch):
-    from medsr_edge.fid import FidUnavailable, fid_scorer
+    from medsr_edge.eval.fid import FidUnavailable, fid_scorer
 
     monkeypatch.delenv("MEDSR_FID_WEIGHTS", raising=False)
     with pytest.raises(FidUnavailable, match="no Inception weights.*nothing is downloaded"):
@@ -138,7 +138,7 @@ def test_fid_column_with_stand_in_features(phantom_dir, tmp_path, monkeypatch):
     network standing in for Inception-v3, whose weights are not available offline."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("torchmetrics")
-    from medsr_edge.fid import crops, fid_scorer
+    from medsr_edge.eval.fid import crops, fid_scorer
 
     assert crops(np.zeros((700, 310))).shape == (2, 299, 299)
     assert crops(np.zeros((96, 120))).shape == (1, 96, 96)

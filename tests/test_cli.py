@@ -4,10 +4,10 @@ import sys
 import numpy as np
 import pydicom
 import pytest
+from conftest import phantom
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from conftest import phantom
 from medsr_edge.cli.main import app
 
 runner = CliRunner()
@@ -117,6 +117,6 @@ def test_export_engine_without_tensorrt_is_one_line():
 
 def test_runtime_and_enhance_do_not_import_torch():
     code = ("import sys, medsr_edge.runtime.enhancer, medsr_edge.runtime.pipeline, medsr_edge.cli.main, "
-            "medsr_edge.benchmark; bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "medsr_edge.eval.benchmark; bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

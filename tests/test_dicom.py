@@ -1,12 +1,12 @@
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import SHARED, dciodvfy_errors, needs_dciodvfy, needs_shared
+
+from medsr_edge.core.degradation import resize_bicubic
+from medsr_edge.core.errors import ImageReadError
 from medsr_edge.runtime.dicom import write_derived_dicom
-from medsr_edge.runtime.errors import ImageReadError
 from medsr_edge.runtime.io import read_image
-from medsr_edge.runtime.transforms import resize_bicubic
 
 
 def _upscaled(image, scale=2):

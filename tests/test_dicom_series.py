@@ -8,15 +8,15 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+from conftest import dciodvfy_errors, needs_dciodvfy
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from conftest import dciodvfy_errors, needs_dciodvfy
 from medsr_edge.cli.main import app
+from medsr_edge.core.degradation import resize_bicubic
 from medsr_edge.runtime.dicom import write_derived_dicom
 from medsr_edge.runtime.io import find_image_files, read_image
-from medsr_edge.runtime.transforms import resize_bicubic
 
 runner = CliRunner()
 

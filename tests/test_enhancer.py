@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-
 from conftest import phantom
-from medsr_edge.metrics import psnr
+
+from medsr_edge.core.errors import ModelError
+from medsr_edge.core.metrics import psnr
 from medsr_edge.runtime.enhancer import Enhancer, blend_weights, tile_starts
-from medsr_edge.runtime.errors import ModelError
 from medsr_edge.runtime.models import resolve_model, shipped_models
 
 

@@ -5,13 +5,14 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from conftest import phantom  # noqa: E402
+
+from medsr_edge.core.degradation import degrade  # noqa: E402
+from medsr_edge.core.errors import ModelError  # noqa: E402
 from medsr_edge.export.onnx_export import export_onnx, get_metadata  # noqa: E402
 from medsr_edge.export.quantize import CalibrationSet, convert_fp16, quantize_int8  # noqa: E402
 from medsr_edge.models import build_model  # noqa: E402
 from medsr_edge.models.checkpoint import load_model, save_model  # noqa: E402
 from medsr_edge.runtime.backends import OnnxRuntimeBackend  # noqa: E402
-from medsr_edge.runtime.errors import ModelError  # noqa: E402
-from medsr_edge.runtime.transforms import degrade  # noqa: E402
 
 
 @pytest.fixture

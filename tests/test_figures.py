@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from medsr_edge.figures import comparison_figure, detail_roi, display_window  # noqa: E402
+from medsr_edge.eval.figures import comparison_figure, detail_roi, display_window  # noqa: E402
 from medsr_edge.runtime.enhancer import Enhancer  # noqa: E402
 from medsr_edge.runtime.io import read_image  # noqa: E402
 from medsr_edge.runtime.transforms import Normalizer  # noqa: E402
@@ -47,7 +47,7 @@ def test_comparison_figure_is_deterministic_and_panels_differ(tmp_path, tiny_onn
 
 def test_error_scale_is_set_by_the_tissue_in_the_window():
     """Huge errors on a saturated edge must not flatten the colour scale of the tissue being read."""
-    from medsr_edge.figures import error_scale
+    from medsr_edge.eval.figures import error_scale
 
     gt = np.full((96, 96), 0.5, np.float32)
     gt[:, :20] = 1.0  # saturated "bone"

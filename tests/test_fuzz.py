@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medsr_edge.runtime.errors import ImageReadError
+from medsr_edge.core.errors import ImageReadError
 from medsr_edge.runtime.io import read_image
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -12,8 +12,8 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from medsr_edge.cli.main import app
+from medsr_edge.core.errors import ImageReadError, ImageWriteError
 from medsr_edge.runtime import io as rio
-from medsr_edge.runtime.errors import ImageReadError, ImageWriteError
 from medsr_edge.runtime.io import read_image, write_raster
 
 runner = CliRunner()
@@ -108,6 +108,6 @@ def test_unreadable_file_one_line_error_in_a_batch(tmp_path, tiny_onnx, monkeypa
 
 
 def test_palette_png_of_grey_content(tmp_path):
-    img = PILImage.fromarray((np.arange(256, dtype=np.uint8).reshape(16, 16))).convert("P")
+    img = PILImage.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("P")
     img.save(tmp_path / "pal.png")
     assert read_image(tmp_path / "pal.png").frames.shape == (1, 16, 16)

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
+from conftest import SHARED, needs_shared, phantom
 from PIL import Image as PILImage
 
-from conftest import SHARED, needs_shared, phantom
-from medsr_edge.runtime.errors import ImageReadError, ImageWriteError
+from medsr_edge.core.degradation import degrade, upscale_bicubic
+from medsr_edge.core.errors import ImageReadError, ImageWriteError
 from medsr_edge.runtime.io import iter_image_files, read_image, write_raster
-from medsr_edge.runtime.transforms import Normalizer, degrade, upscale_bicubic
+from medsr_edge.runtime.transforms import Normalizer
 
 
 def test_png_8_and_16_bit_roundtrip(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import correlate
 
-from medsr_edge.metrics import psnr, ssim
+from medsr_edge.core.metrics import psnr, ssim
 
 
 def _reference_ssim(a, b):

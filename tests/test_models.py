@@ -4,8 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from medsr_edge.models import (CONFIGS, RepConv, RepSRNet, build_model, count_params,  # noqa: E402
-                               gflops_per_output_mpx)
+from medsr_edge.models import CONFIGS, RepConv, RepSRNet, build_model, count_params, gflops_per_output_mpx  # noqa: E402
 
 
 def _perturb(model, seed=0):

@@ -5,10 +5,11 @@ pydicom-data ships (never a ../shared image)."""
 import numpy as np
 import pytest
 
-from medsr_edge.metrics import psnr
+from medsr_edge.core.degradation import crop_to_multiple, degrade, upscale_bicubic
+from medsr_edge.core.metrics import psnr
 from medsr_edge.runtime.enhancer import Enhancer
 from medsr_edge.runtime.models import model_card, shipped_models
-from medsr_edge.runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+from medsr_edge.runtime.transforms import Normalizer
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,13 @@ import json
 
 import pytest
 
-from medsr_edge.runtime.errors import BackendUnavailable, ModelError
-from medsr_edge.runtime.tensorrt_backend import (check_engine_compatible, check_shape_in_profile,
-                                                 import_tensorrt, read_engine_metadata)
+from medsr_edge.core.errors import BackendUnavailable, ModelError
+from medsr_edge.runtime.tensorrt_backend import (
+    check_engine_compatible,
+    check_shape_in_profile,
+    import_tensorrt,
+    read_engine_metadata,
+)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
 
@@ -157,11 +161,10 @@ def test_missing_tensorrt_names_the_package():
 def test_build_and_run_engine(tmp_path, tiny_onnx):
     import numpy as np
 
+    from medsr_edge.export.quantize import convert_fp16
     from medsr_edge.export.tensorrt_build import ShapeProfile, build_engine
     from medsr_edge.runtime.backends import OnnxRuntimeBackend
     from medsr_edge.runtime.tensorrt_backend import TensorRTBackend
-
-    from medsr_edge.export.quantize import convert_fp16
 
     half = convert_fp16(tiny_onnx, tmp_path / "tiny-fp16.onnx")
     out = build_engine(half, tmp_path / "tiny-fp16.engine", "fp16", ShapeProfile.from_hw("8x8", "64x64", "128x128"),

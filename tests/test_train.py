@@ -4,9 +4,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from medsr_edge.distill.data import PatchSampler, discover, load_samples  # noqa: E402
+from medsr_edge.distill.data import PatchSampler, load_samples  # noqa: E402
 from medsr_edge.distill.train import TrainOptions, distill_student, train_teacher  # noqa: E402
 from medsr_edge.models.checkpoint import load_model  # noqa: E402
+from medsr_edge.runtime.io import discover  # noqa: E402
 
 
 def test_data_discovery_and_sampling(phantom_dir):

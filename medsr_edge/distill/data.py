@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..runtime.errors import ImageReadError
-from ..runtime.io import iter_image_files, read_image
-from ..runtime.transforms import Normalizer, crop_to_multiple, degrade
+from ..core.degradation import crop_to_multiple, degrade
+from ..core.errors import ImageReadError
+from ..runtime.io import discover, read_image
+from ..runtime.transforms import Normalizer
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,6 @@ class Sample:
     hr: np.ndarray  # float32 (H, W) in [0, 1]
     modality: str
     path: Path
-
-
-def discover(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
-    """(file, modality) for every image under ``root``; with ``split``, only files in a folder
-    named ``split`` (the ``<modality>/<source>/<split>/`` layout of ``../shared/data``)."""
-    root = Path(root)
-    files = iter_image_files([root])
-    out = []
-    for f in files:
-        rel = f.relative_to(root).parts
-        if split and split not in rel[:-1]:
-            continue
-        out.append((f, rel[0] if len(rel) > 1 else "all"))
-    return out
 
 
 def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,

@@ -8,14 +8,14 @@ every trainer accepts the pack wherever it accepts a data folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
 
-from ..runtime.io import iter_image_files
+from ..core.files import atomic_write, file_sha256
+from ..runtime.io import count_by_modality, iter_image_files
 
 PACK_MANIFEST = "PACK.json"
 MIB = 1 << 20
@@ -62,25 +62,18 @@ def pack_data(data: str | Path, out: str | Path, budget_mib: float = 50.0,
     manifest = {"source": str(data), "budget_mib": budget_mib, "splits": list(splits), "files": {}}
     for f in chosen:
         rel = f.relative_to(data).as_posix()
-        manifest["files"][rel] = hashlib.sha256(f.read_bytes()).hexdigest()
-    counts: dict[str, int] = {}
-    for rel in manifest["files"]:
-        counts[rel.split("/")[0]] = counts.get(rel.split("/")[0], 0) + 1
-    manifest["images_per_modality"] = counts
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
+        manifest["files"][rel] = file_sha256(f)
+    manifest["images_per_modality"] = count_by_modality(rel.split("/")[0] for rel in manifest["files"])
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
             for f in chosen:
                 zf.write(f, f.relative_to(data).as_posix())
             for extra in extras:
                 zf.write(extra, extra.name)
             zf.writestr(PACK_MANIFEST, json.dumps(manifest, indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(out, write)
     manifest["bytes"] = out.stat().st_size
     return manifest
 
@@ -100,7 +93,7 @@ def resolve_data(data: str | Path) -> Path:
     data = Path(data)
     if data.is_dir() or not zipfile.is_zipfile(data):
         return data
-    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(data)[:16]
     cache = Path(os.environ.get("MEDSR_EDGE_CACHE") or Path.home() / ".cache" / "medsr-edge") / "packs" / digest
     if not (cache / PACK_MANIFEST).is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)

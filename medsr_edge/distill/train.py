@@ -9,16 +9,14 @@ automatically) and the EMA generator to ``OUT/model.safetensors``; ``OUT/log.csv
 
 from __future__ import annotations
 
-import copy
 import csv
-import json
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,14 +25,16 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from .. import __version__
-from ..metrics import psnr, ssim
-from ..sysinfo import cpu_name
+from ..core.degradation import upscale_bicubic
+from ..core.files import atomic_write
+from ..core.metrics import psnr, ssim
+from ..core.sysinfo import cpu_name
 from ..models import build_model, count_params, resolve_config
-from ..runtime.transforms import upscale_bicubic
 from ..models.checkpoint import load_model, save_model
+from ..runtime.io import count_by_modality
 from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
-from .pack import resolve_data
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
+from .pack import resolve_data
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,14 @@ class RunLog:
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        tmp = self.path.with_suffix(".part")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, keys)
+                w.writeheader()
+                w.writerows(self.rows)
+
+        atomic_write(self.path, write)
 
     def plot(self) -> None:
         import matplotlib
@@ -184,7 +186,7 @@ class RunLog:
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless batches from a run's PatchSampler; each DataLoader worker draws its own stream."""
 
-    def __init__(self, run: "Run", batch: int) -> None:
+    def __init__(self, run: Run, batch: int) -> None:
         self.run, self.batch = run, batch
 
     def __iter__(self):
@@ -225,14 +227,10 @@ class Run:
         self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality)
         val_samples = load_samples(self.data, opts.val_split, None, 4) if opts.val_split else self.train_samples
         self.val = validation_set(val_samples, opts.scale)
+        self.modality_counts = count_by_modality(s.modality for s in self.train_samples)
         if self.ctx.is_main:
-            mods = {}
-            for s in self.train_samples:
-                mods[s.modality] = mods.get(s.modality, 0) + 1
-            log.info("loaded %d training images %s in %.0fs; %d validation crops", len(self.train_samples), mods, time.time() - t0, len(self.val))
-        self.modality_counts = {}
-        for s in self.train_samples:
-            self.modality_counts[s.modality] = self.modality_counts.get(s.modality, 0) + 1
+            log.info("loaded %d training images %s in %.0fs; %d validation crops", len(self.train_samples),
+                     self.modality_counts, time.time() - t0, len(self.val))
         self.start_time = time.time()
         self.elapsed_before = 0.0
         self.resumed_at = 0
@@ -281,9 +279,7 @@ class Run:
             return
         state = {n: (unwrap(o).state_dict()) for n, o in modules.items()}
         state.update(iter=it, elapsed_s=self.elapsed())
-        tmp = self.ckpt.with_suffix(".part")
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt)
+        atomic_write(self.ckpt, lambda tmp: torch.save(state, tmp))
         meta = self.meta(it, extra)
         save_model(self.out / "model.safetensors", export, config, meta)
 
@@ -431,8 +427,9 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
 @torch.no_grad()
 def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 128):
     """Degrade every training image once and super-resolve it with the teacher (tile by tile)."""
-    from ..runtime.transforms import crop_to_multiple, degrade
     from tqdm import tqdm
+
+    from ..core.degradation import crop_to_multiple, degrade
 
     lrs, hrs, outs, mods = [], [], [], []
     for s in tqdm(samples, desc="teacher cache", mininterval=5):

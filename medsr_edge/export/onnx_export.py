@@ -11,9 +11,10 @@ import onnx
 import torch
 
 from .. import __version__
+from ..core.errors import ModelError
+from ..core.files import atomic_write, file_sha256
 from ..models import count_params, gflops_per_output_mpx
-from ..models.checkpoint import file_sha256, load_model, resolve_model_path
-from ..runtime.errors import ModelError
+from ..models.checkpoint import load_model, resolve_model_path
 from ..runtime.models import weights_dir
 
 log = logging.getLogger(__name__)
@@ -67,27 +68,29 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, name: 
         model.reparameterize()
     model.eval()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    dummy = torch.rand(1, 1, 32, 32)
-    torch.onnx.export(model, (dummy,), str(tmp), input_names=["lr"], output_names=["sr"], opset_version=opset,
-                      dynamic_axes={"lr": {0: "N", 2: "H", 3: "W"}, "sr": {0: "N", 2: "sH", 3: "sW"}},
-                      dynamo=False)
-    proto = onnx.load(str(tmp))
-    onnx.checker.check_model(proto)
     scale = int(meta.get("scale", config.get("scale", 4)))
-    set_metadata(proto, {
-        "scale": scale, "in_channels": 1, "precision": "fp32",
-        "model_name": name or (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem),
-        "arch": config.get("type"), "config": config, "version": __version__,
-        "normalisation": meta.get("normalisation", "per image to [0,1]"),
-        "source_checkpoint": ckpt.name, "source_sha256": file_sha256(ckpt),
-        "degradation": meta.get("degradation", {}), "iterations": meta.get("iterations"),
-        "params": count_params(model), "gflops_per_output_mpx": round(gflops_per_output_mpx(model, scale), 3),
-    })
-    onnx.save(proto, str(tmp))
-    report = verify_onnx(model, tmp, verify_images)
-    tmp.replace(out)
+    report: dict = {}
+
+    def write(tmp: Path) -> None:  # exported, checked and verified before it is renamed onto ``out``
+        dummy = torch.rand(1, 1, 32, 32)
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=["lr"], output_names=["sr"], opset_version=opset,
+                          dynamic_axes={"lr": {0: "N", 2: "H", 3: "W"}, "sr": {0: "N", 2: "sH", 3: "sW"}},
+                          dynamo=False)
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        set_metadata(proto, {
+            "scale": scale, "in_channels": 1, "precision": "fp32",
+            "model_name": name or (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem),
+            "arch": config.get("type"), "config": config, "version": __version__,
+            "normalisation": meta.get("normalisation", "per image to [0,1]"),
+            "source_checkpoint": ckpt.name, "source_sha256": file_sha256(ckpt),
+            "degradation": meta.get("degradation", {}), "iterations": meta.get("iterations"),
+            "params": count_params(model), "gflops_per_output_mpx": round(gflops_per_output_mpx(model, scale), 3),
+        })
+        onnx.save(proto, str(tmp))
+        report.update(verify_onnx(model, tmp, verify_images))
+
+    atomic_write(out, write)
     return out, report
 
 

@@ -9,7 +9,6 @@ would band 16-bit images and shift intensities, the known INT8 failure modes of 
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..metrics import psnr
-from ..runtime.errors import ModelError
-from ..runtime.transforms import Normalizer, crop_to_multiple, degrade
+from ..core.degradation import crop_to_multiple, degrade
+from ..core.errors import ModelError
+from ..core.files import atomic_write
+from ..core.metrics import psnr
+from ..runtime.transforms import Normalizer
 from .onnx_export import get_metadata, set_metadata
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,8 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
     """Up to ``max_images`` real images (modality-balanced), degraded as in training. Whole images
     by default: their borders, where zero padding meets bright background (MONOCHROME1 radiographs),
     set activation ranges that centre crops miss. ``crop`` takes centre crops of that side instead."""
-    from ..distill.data import discover
-    from ..runtime.errors import ImageReadError
-    from ..runtime.io import read_image
+    from ..core.errors import ImageReadError
+    from ..runtime.io import discover, read_image
 
     files = discover(data, split)
     by_mod: dict[str, list[Path]] = {}
@@ -194,9 +194,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
                              "--int8-float-convs 1 or 2, --calib-method percentile or entropy, or more calibration images")
         model = onnx.load(str(q_path))
         set_metadata(model, {**meta, "precision": "int8", "quantization": report})
-        tmp_out = out.with_name(out.name + ".part")
-        onnx.save(model, str(tmp_out))
-        shutil.move(str(tmp_out), out)
+        atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
         return out, report
 
 
@@ -209,7 +207,5 @@ def convert_fp16(fp32_onnx: str | Path, out: str | Path) -> Path:
     half = convert_float_to_float16(model, keep_io_types=True)
     set_metadata(half, {**meta, "precision": "fp16"})
     out = Path(out)
-    tmp = out.with_name(out.name + ".part")
-    onnx.save(half, str(tmp))
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: onnx.save(half, str(tmp)))
     return out

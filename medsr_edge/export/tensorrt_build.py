@@ -11,15 +11,14 @@ so the runtime can refuse a foreign engine with a clear message.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..runtime.errors import ModelError
-from ..runtime.io import atomic_write
+from ..core.errors import ModelError
+from ..core.files import atomic_write, file_sha256
 from ..runtime.tensorrt_backend import import_tensorrt, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class ShapeProfile:
     max: tuple[int, int, int, int]
 
     @classmethod
-    def from_hw(cls, min_hw: str = "16x16", opt_hw: str = "256x256", max_hw: str = "512x512", batch: int = 1) -> "ShapeProfile":
+    def from_hw(cls, min_hw: str = "16x16", opt_hw: str = "256x256", max_hw: str = "512x512", batch: int = 1) -> ShapeProfile:
         def parse(s: str) -> tuple[int, int]:
             try:
                 h, w = (int(v) for v in s.lower().split("x"))
@@ -48,14 +47,6 @@ class ShapeProfile:
         if not (a <= c <= e and b <= d <= f):
             raise ValueError(f"profile needs min <= opt <= max, got {min_hw} / {opt_hw} / {max_hw}")
         return cls((1, 1, a, b), (batch, 1, c, d), (batch, 1, e, f))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def network_flags(trt) -> int:

@@ -7,8 +7,8 @@ from typing import Any
 from torch import nn
 
 from .discriminator_arch import UNetDiscriminatorSN
-from .rrdbnet_arch import RRDBNet
 from .reppfa_arch import PFABlock, RepPFANet
+from .rrdbnet_arch import RRDBNet
 from .student_arch import RepConv, RepSRNet
 
 ARCHS: dict[str, type[nn.Module]] = {

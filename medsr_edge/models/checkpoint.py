@@ -6,17 +6,17 @@ training state).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from ..core.errors import ModelError
+from ..core.files import atomic_write
 from . import build_model
-from ..runtime.errors import ModelError
 
 MODEL_FILE = "model.safetensors"
 
@@ -25,12 +25,10 @@ def save_model(path: str | Path, model: torch.nn.Module, config: dict[str, Any],
                half: bool = False) -> Path:
     """Write ``model``'s weights (optionally fp16) with ``config`` and ``meta`` as JSON metadata."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".part")
-    save_file(state, str(tmp), metadata={"config": json.dumps(config), "meta": json.dumps(meta)})
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"config": json.dumps(config),
+                                                                         "meta": json.dumps(meta)}))
     return path
 
 
@@ -67,11 +65,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not match config {config.get('name', config['type'])} ({str(exc)[:120]})") from None
     return model.to(device).eval(), config, meta
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

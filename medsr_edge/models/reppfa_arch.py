@@ -80,7 +80,7 @@ class RepPFANet(nn.Module):
         anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
         return self.shuffle(out + anchor)
 
-    def reparameterize(self) -> "RepPFANet":
+    def reparameterize(self) -> RepPFANet:
         """Fold every RepConv into a plain 3x3 convolution; returns self for chaining."""
         for module in self.modules():
             if isinstance(module, RepConv) and module.fused is None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from ..core.errors import ImageWriteError, MedsrError, first_line
+from ..core.files import sweep_stale_temporaries
 from .enhancer import Enhancer
-from .errors import ImageWriteError, MedsrError
-from .io import find_image_files, sweep_stale_temporaries
+from .io import find_image_files
 from .pipeline import OUTPUT_SUFFIXES, PlanError, enhance_file, exclude_outputs, existing_output_action, plan_jobs
 
 OUTPUT_TYPES = tuple(sorted(s.lstrip(".") for s in OUTPUT_SUFFIXES))
@@ -42,11 +43,6 @@ class Interrupted(Exception):
 
 def _sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:150] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None = None, to: str | None = None,
@@ -97,7 +93,7 @@ def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None 
             except OSError as exc:
                 summary.errors.append(f"error: {ImageWriteError(job.dst, f'{exc.strerror or exc}; check the disk and permissions')}")
             except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
-                summary.errors.append(f"error: {job.src}: unexpected {_one_line(exc)}; please report it")
+                summary.errors.append(f"error: {job.src}: unexpected {first_line(exc)}; please report it")
             else:
                 continue
             report(summary.errors[-1])

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError, ImageWriteError, MedsrError
-from .io import Image, atomic_write, check_pixel_budget, quiet_logger
+from ..core.errors import ImageReadError, ImageWriteError, MedsrError, first_line
+from ..core.files import atomic_write
+from .image import Image, check_pixel_budget, quiet_logger
 
 DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg) "
                 "to decode {ts}")
@@ -91,8 +92,7 @@ def read_dicom(path: Path) -> Image:
     except MemoryError:
         raise ImageReadError(path, "not enough memory to decode it") from None
     except Exception as exc:  # noqa: BLE001 - a malformed header can fail anywhere in pydicom
-        detail = str(exc).splitlines()[0][:120] if str(exc) else ""
-        raise ImageReadError(path, f"malformed DICOM ({type(exc).__name__}: {detail})") from None
+        raise ImageReadError(path, f"malformed DICOM ({first_line(exc)})") from None
 
 
 def _read_dicom(path: Path) -> Image:
@@ -133,9 +133,9 @@ def _read_dicom(path: Path) -> Image:
         if "raised by all available plugins" in msg:
             raise ImageReadError(path, f"compressed pixel data is corrupt: every installed {name} decoder failed "
                                        "on it; get a fresh copy of the file") from None
-        raise ImageReadError(path, f"cannot decode pixels ({msg.splitlines()[0][:120]})") from None
+        raise ImageReadError(path, f"cannot decode pixels ({first_line(exc, typed=False)})") from None
     except Exception as exc:  # noqa: BLE001
-        raise ImageReadError(path, f"cannot decode pixels ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
+        raise ImageReadError(path, f"cannot decode pixels ({first_line(exc)})") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
@@ -403,7 +403,7 @@ def _compress(ds, path: Path, compress: str) -> None:
     try:
         ds.compress(getattr(pydicom.uid, keyword), encoding_plugin=plugin)
     except (RuntimeError, ValueError, NotImplementedError) as exc:
-        raise ImageWriteError(path, f"cannot encode {compress} ({str(exc).splitlines()[0][:100]}); "
+        raise ImageWriteError(path, f"cannot encode {compress} ({first_line(exc, typed=False)}); "
                                     f"pip install {package}, or leave out --compress") from None
     if not np.array_equal(ds.pixel_array, original):
         raise ImageWriteError(path, f"{compress} round trip changed pixel values; nothing was written")
@@ -434,8 +434,8 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
     except MedsrError:  # a model error met while the frames are made, or our own write error
         raise
     except Exception as exc:  # noqa: BLE001 - a malformed source element can fail anywhere in pydicom
-        raise ImageWriteError(path, f"cannot build the derived DICOM from {image.source.name} ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); the input header is malformed") from None
+        raise ImageWriteError(path, f"cannot build the derived DICOM from {image.source.name} ({first_line(exc)}); "
+                                    "the input header is malformed") from None
 
     def save(tmp: Path) -> None:
         try:
@@ -445,8 +445,7 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - pydicom raises ValueError/TypeError on bad values
-            raise ImageWriteError(path, f"cannot encode the derived DICOM ({type(exc).__name__}: "
-                                        f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); nothing was written") from None
+            raise ImageWriteError(path, f"cannot encode the derived DICOM ({first_line(exc)}); nothing was written") from None
 
     try:
         atomic_write(path, save)

@@ -7,14 +7,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from ..core.errors import ModelError
+from ..core.files import file_sha256
 from .backends import Backend, open_backend
-from .errors import ModelError
-from .io import Image
+from .image import Image
 from .models import DEFAULT_MODEL, resolve_model
 from .transforms import Normalizer
 
@@ -95,13 +96,8 @@ class Enhancer:
         """What made an output: model name, version, file hash, backend, precision and scale.
         Derived DICOM UIDs come from it, so one model run the same way gives one series."""
         if self._identity is None:
-            import hashlib
-
-            h = hashlib.sha256()
-            with open(self.model_path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            self._identity = "|".join([self.model_name, str(self.backend.meta.get("version", "")), h.hexdigest()[:16],
+            self._identity = "|".join([self.model_name, str(self.backend.meta.get("version", "")),
+                                       file_sha256(self.model_path)[:16],
                                        self.backend.name, self.precision, f"x{self.scale}"])
         return self._identity
 

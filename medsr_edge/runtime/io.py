@@ -9,75 +9,20 @@ input.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
-import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .errors import ImageReadError, ImageWriteError
+from ..core.errors import ImageReadError, ImageWriteError, first_line
+from ..core.files import atomic_write
+from .dicom import read_dicom
+from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger, to_stored
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 IMAGE_SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom"}
-# Memory budget, checked against the header before anything is decoded. One frame's x4 output
-# in float32 is then at most 1 GiB, and all frames of a file as float64 modality values too.
-MAX_FRAME_PIXELS = 4096 * 4096
-MAX_TOTAL_PIXELS = 2 ** 27
-
-
-@contextmanager
-def quiet_logger(name: str):
-    """Silence a library's logger for a block: a decoder that logs a traceback for a corrupt
-    file must not print it; our one-line error says what went wrong."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def check_pixel_budget(path: Path, frames: int, rows: int, cols: int) -> None:
-    """Raise ImageReadError when a header declares more pixels than the memory budget allows."""
-    if rows <= 0 or cols <= 0 or frames <= 0:
-        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels; the file is corrupt")
-    if rows * cols > MAX_FRAME_PIXELS or rows * cols * frames > MAX_TOTAL_PIXELS:
-        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels, above the memory budget "
-                                   f"({MAX_FRAME_PIXELS // 1_000_000} MP per frame, {MAX_TOTAL_PIXELS // 1_000_000} MP per file); "
-                                   "crop or split the image first")
-
-
-@dataclass
-class Image:
-    """A single-channel image or stack of frames.
-
-    frames: float64 (F, H, W), modality units (HU for CT, stored grey levels otherwise).
-    dtype: the numpy dtype the pixels were stored in (uint8, uint16, int16, float32).
-    value_range: (min, max) representable in the stored form, in modality units; outputs clip to it.
-    invert: True for DICOM MONOCHROME1 (high values display dark); the network sees it inverted.
-    dataset: the pydicom Dataset (without pixel data decoded twice) for DICOM inputs, else None.
-    """
-
-    frames: np.ndarray
-    dtype: np.dtype
-    value_range: tuple[float, float]
-    source: Path
-    format: str
-    invert: bool = False
-    dataset: Any = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.frames.shape[1], self.frames.shape[2]
-
-
 def looks_like_dicom(path: Path) -> bool:
     """True when the file's content is DICOM, whatever its name (``IM0001``, ``.IMA``, UID names).
 
@@ -158,6 +103,28 @@ def iter_image_files(paths, recursive: bool = True) -> list[Path]:
     return find_image_files(paths, recursive).images
 
 
+def discover(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(file, modality) for every image under a data folder laid out ``<modality>/<source>/<split>/``
+    (``../shared/data``); the modality is the first folder ("all" for files at the top). With
+    ``split``, only files inside a folder of that name. A single file is its own data set."""
+    root = Path(root)
+    out = []
+    for f in iter_image_files([root]):
+        rel = f.relative_to(root).parts if root.is_dir() else (f.name,)
+        if split and split not in rel[:-1]:
+            continue
+        out.append((f, rel[0] if len(rel) > 1 else "all"))
+    return out
+
+
+def count_by_modality(modalities) -> dict[str, int]:
+    """{modality: count} of an iterable of modality names, in first-seen order."""
+    counts: dict[str, int] = {}
+    for m in modalities:
+        counts[m] = counts.get(m, 0) + 1
+    return counts
+
+
 def read_image(path: str | os.PathLike) -> Image:
     """Read PNG, JPEG, TIFF or DICOM into an :class:`Image`; raise ImageReadError with the fix."""
     path = Path(path)
@@ -181,8 +148,6 @@ def read_image(path: str | os.PathLike) -> Image:
     suffix = path.suffix.lower()
     if head[128:132] == b"DICM" or suffix in (".dcm", ".dicom") or (
             suffix not in RASTER_SUFFIXES and looks_like_dicom(path)):
-        from .dicom import read_dicom  # pydicom only when needed
-
         return read_dicom(path)
     return _read_raster(path)
 
@@ -264,8 +229,7 @@ def _read_raster(path: Path) -> Image:
         raise ImageReadError(path, "not enough memory to decode it; crop or split the image first") from None
     except Exception as exc:  # noqa: BLE001 - Pillow/tifffile raise many types on corrupt files
         kind = "TIFF" if fmt == "tiff" else fmt.upper()
-        raise ImageReadError(path, f"not a readable {kind} image ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:120] if str(exc) else 'truncated or corrupt'})") from None
+        raise ImageReadError(path, f"not a readable {kind} image ({first_line(exc)}); truncated or corrupt?") from None
     if arr.size == 0:
         raise ImageReadError(path, "image has no pixels")
     dtype = arr.dtype
@@ -287,77 +251,6 @@ def _read_raster(path: Path) -> Image:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-TEMP_MARK = ".medsr-"  # temporary outputs are ".NAME.medsr-PID-RANDOM.part" beside the target
-
-
-def atomic_write(path: Path, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``; no partial file on any failure.
-
-    The temporary file sits beside ``path`` and carries this process's id, so a later run can
-    tell a file that a killed run left (:func:`sweep_stale_temporaries`) from one that a
-    concurrent run is still writing."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=".part", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise ImageWriteError(path, f"cannot write here ({exc.strerror}); choose a writable -o folder") from None
-    try:
-        write_fn(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ImageWriteError(path, f"write failed ({exc.strerror or exc}); nothing was written") from None
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete this tool's temporary files in ``folder`` whose writing process is gone (killed by
-    SIGKILL, a power cut); returns what was removed. Other files are never touched."""
-    removed: list[Path] = []
-    try:
-        candidates = list(Path(folder).glob(f".*{TEMP_MARK}*.part"))
-    except OSError:
-        return removed
-    for f in candidates:
-        try:
-            pid = int(f.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            try:
-                f.unlink()
-                removed.append(f)
-            except OSError:
-                pass
-    return removed
-
-
-def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> np.ndarray:
-    """Round and clip modality values into ``dtype`` (float stays float). Works in place on a
-    float32 ``values`` (one temporary at most), so large outputs are not copied several times."""
-    lo, hi = value_range
-    work = values if values.dtype == np.float32 else values.astype(np.float32)
-    np.clip(work, lo, hi, out=work)
-    if np.issubdtype(dtype, np.floating):
-        return work.astype(dtype, copy=False)
-    np.rint(work, out=work)
-    return work.astype(dtype)
 
 
 def write_raster(path: Path, frames, image: Image) -> None:

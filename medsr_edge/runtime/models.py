@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from ..formats import FORMATS, artifact_name, format_for, format_of_file
-from .errors import ModelError
+from ..core.errors import ModelError
+from ..core.formats import FORMATS, artifact_name, format_for, format_of_file
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "student-x4"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import ImageWriteError, MedsrError
 from .dicom import write_derived_dicom
 from .enhancer import Enhancer
-from .errors import ImageWriteError, MedsrError
 from .io import read_image, write_raster
 
 OUTPUT_SUFFIXES = {".dcm", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend
-from .errors import BackendUnavailable, ModelError
+from ..core.errors import BackendUnavailable, ModelError, first_line
+from .backend_base import Backend
 
 REBUILD_HINT = "rebuild it on this machine: medsr-edge export --model MODEL --format engine-fp16|engine-int8"
 
@@ -69,7 +69,7 @@ def import_tensorrt():
     except BackendUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - pycuda raises its own LogicError/RuntimeError
-        raise BackendUnavailable(f"no usable CUDA device ({str(exc).splitlines()[0][:100]})") from None
+        raise BackendUnavailable(f"no usable CUDA device ({first_line(exc, typed=False)})") from None
     return trt, cuda
 
 

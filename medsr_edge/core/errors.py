@@ -23,3 +23,12 @@ class ModelError(MedsrError):
 
 class BackendUnavailable(MedsrError):
     """A backend whose package or device is not present (names the package to install)."""
+
+
+def first_line(exc: BaseException, limit: int = 150, typed: bool = True) -> str:
+    """A library exception as one short line for a user message: ``"Type: first line"`` (the
+    first line of its text, cut to ``limit`` characters), or just the type when it has no text."""
+    text = str(exc).splitlines()[0][:limit] if str(exc).strip() else ""
+    if not typed:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .formats import FORMATS, Format
-from .metrics import psnr, ssim
-from .runtime.errors import ImageReadError, MedsrError
-from .runtime.io import iter_image_files, read_image
-from .runtime.models import shipped_models, weights_dir
-from .sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
-from .runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+from .. import __version__
+from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
+from ..core.errors import ImageReadError, MedsrError, first_line
+from ..core.formats import FORMATS, Format
+from ..core.metrics import psnr, ssim
+from ..core.sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
+from ..runtime.io import discover, read_image
+from ..runtime.models import shipped_models, weights_dir
+from ..runtime.transforms import Normalizer
 
 
 @dataclass
@@ -66,13 +67,8 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
     """Ground truths (first frame, normalised per image) and their LR versions, modality-tagged.
     Unreadable files are left out; their one-line errors are appended to ``left_out``."""
     root = Path(data)
-    files = iter_image_files([root])
     out, counts = [], {}
-    for f in files:
-        rel = f.relative_to(root).parts if root.is_dir() else (f.name,)
-        if split and split not in rel[:-1]:
-            continue
-        modality = rel[0] if len(rel) > 1 else "all"
+    for f, modality in discover(root, split):
         if limit and counts.get(modality, 0) >= limit:
             continue
         try:
@@ -200,8 +196,13 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
                   tile: int = 256, threads: int | None = None, progress=None, fid=None) -> list[Row]:
     """Bicubic first, then every (model, format) row; failures become rows with a reason.
     ``fid``: a :class:`medsr_edge.fid.FrechetScorer` to add an FID per row, or None."""
-    from .runtime.enhancer import Enhancer
+    from ..runtime.enhancer import Enhancer
 
+    if "torch" in backends:
+        try:
+            from ..export import torch_backend  # noqa: F401 - registers the torch backend
+        except ImportError:
+            pass  # the torch rows are then skipped with the runtime's reason
     rows: list[Row] = []
     if fid is not None:
         for im in images:
@@ -232,7 +233,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
         except MedsrError as exc:
             row.status, row.reason = "skipped", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
-            row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            row.status, row.reason = "failed", first_line(exc, 160)
         rows.append(row)
     return rows
 

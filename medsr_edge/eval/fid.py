@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import first_line
+
 FID_WEIGHTS_ENV = "MEDSR_FID_WEIGHTS"
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 CROP = 299
@@ -84,7 +86,7 @@ def fid_scorer(weights: str | Path | None = None, feature=None) -> FrechetScorer
         metric = FrechetInceptionDistance(feature=2048, reset_real_features=False, normalize=True,
                                           feature_extractor_weights_path=str(weights))
     except Exception as exc:  # noqa: BLE001 - torch-fidelity missing or broken, weights unreadable
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        first = first_line(exc, 160, typed=False)
         raise FidUnavailable(f"Inception-v3 could not be loaded ({type(exc).__name__}: {first}); "
                              "pip install 'medsr-edge[fid]' with a torchvision that matches torch") from None
     return FrechetScorer(metric)

@@ -13,22 +13,16 @@ class Format:
     suffix: str  # file name ending
     backend: str  # runtime backend that opens it
     precision: str  # fp32 | fp16 | int8
-    needs: str  # packages needed to *run* it
-    gpu_only: bool = False
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("pytorch", ".safetensors", "torch", "fp32", "torch safetensors"),
-    Format("onnx", ".onnx", "onnxruntime", "fp32", "onnxruntime"),
-    Format("onnx-fp16", "-fp16.onnx", "onnxruntime", "fp16", "onnxruntime-gpu"),
-    Format("onnx-int8", "-int8.onnx", "onnxruntime", "int8", "onnxruntime"),
-    Format("engine-fp16", "-fp16.engine", "tensorrt", "fp16", "tensorrt pycuda", gpu_only=True),
-    Format("engine-int8", "-int8.engine", "tensorrt", "int8", "tensorrt pycuda", gpu_only=True),
+    Format("pytorch", ".safetensors", "torch", "fp32"),
+    Format("onnx", ".onnx", "onnxruntime", "fp32"),
+    Format("onnx-fp16", "-fp16.onnx", "onnxruntime", "fp16"),
+    Format("onnx-int8", "-int8.onnx", "onnxruntime", "int8"),
+    Format("engine-fp16", "-fp16.engine", "tensorrt", "fp16"),
+    Format("engine-int8", "-int8.engine", "tensorrt", "int8"),
 )
-
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 def get_format(name: str) -> Format:
     for f in FORMATS:

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .metrics import psnr, ssim
-from .runtime.io import Image
-from .runtime.transforms import Normalizer, crop_to_multiple, degrade, upscale_bicubic
+# (centre, width) in HU, as radiology workstations define them.
+from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
+from ..core.metrics import psnr, ssim
+from ..runtime.image import Image
+from ..runtime.transforms import Normalizer
 
 # (centre, width) in HU, as radiology workstations define them.
 WINDOW_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0),

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The training campaign: long, resumable student runs that accumulate CPU time session after
+# session, with their small checkpoints and logs committed under campaign/.
+#
+#   bash benchmarks/campaign.sh start            # resume every run below in the background (1 thread each, niced)
+#   bash benchmarks/campaign.sh status           # last validation row of each run
+#   bash benchmarks/campaign.sh stop             # stop the runs (each keeps its last checkpoint)
+#   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
+#                                                # shipped NAME; replace NAME only if the test split improves
+#
+# A run is "NAME CONFIG SCALE ITERS": the cosine schedule spans ITERS, so a run resumed day after
+# day follows one schedule. Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+THREADS_PER_RUN=${THREADS_PER_RUN:-1}
+RUNS=${RUNS:-"student-x4 student 4 30000
+student-fast-x4 student-fast 4 30000"}
+
+start() {
+  while read -r name config scale iters; do
+    [ -z "$name" ] && continue
+    if pgrep -f -- "--out campaign/$name " >/dev/null; then echo "$name: already running"; continue; fi
+    patch=$((40 * scale))
+    nohup nice -n 5 medsr-edge train student --config "$config" --data "$DATA" --out "campaign/$name" \
+      --scale "$scale" --iters "$iters" --batch 12 --patch "$patch" --lr 5e-4 --val-every 500 \
+      --threads "$THREADS_PER_RUN" >> "campaign/$name.out" 2>&1 &
+    echo "$name: started (pid $!), log campaign/$name/log.csv"
+  done <<< "$RUNS"
+}
+
+status() {
+  for log in campaign/*/log.csv; do
+    last=$(grep -v ',,,' "$log" | tail -1)
+    echo "$(dirname "$log"): $last"
+  done
+}
+
+stop() { pkill -INT -f "medsr-edge train student .*--out campaign/" || true; }
+
+promote() {  # promote RUN NAME: replace weights/NAME.* only when the test split improves
+  local run=$1 name=$2 scale tmp
+  scale=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[1]['scale'])")
+  tmp=$(mktemp -d)
+  cp "medsr_edge/weights/teacher-x$scale.onnx" "$tmp/"
+  medsr-edge export --model "campaign/$run" --format onnx --name "$name" -o "$tmp/$name.onnx" \
+    --calib-data "$DATA" --calib-split val
+  cp "medsr_edge/weights/$name.onnx" "$tmp/$name-shipped.onnx"
+  python - "$tmp" "$name" <<'EOF'
+import shutil, sys
+from pathlib import Path
+tmp, name = Path(sys.argv[1]), sys.argv[2]
+# the shipped model benchmarked under its own name in a second folder, so both rows are measured alike
+(tmp / "shipped").mkdir()
+shutil.move(tmp / f"{name}-shipped.onnx", tmp / "shipped" / f"{name}.onnx")
+shutil.copy(next(tmp.glob("teacher-x*.onnx")), tmp / "shipped")
+EOF
+  for which in candidate shipped; do
+    dir=$tmp; [ "$which" = shipped ] && dir=$tmp/shipped
+    MEDSR_EDGE_WEIGHTS=$dir medsr-edge bench --data "$DATA" --split test --scale "$scale" --models "$name" \
+      --backends onnxruntime --threads 2 --json "$tmp/$which.json" > "$tmp/$which.txt"
+  done
+  if python - "$tmp" "$name" "$run" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+tmp, name, run = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+psnr = {w: next(r for r in json.loads((tmp / f"{w}.json").read_text())["rows"] if r["name"] == name)["psnr"]
+        for w in ("candidate", "shipped")}
+print(f"{name}: campaign/{run} {psnr['candidate']:.3f} dB vs shipped {psnr['shipped']:.3f} dB on the test split")
+if psnr["candidate"] > psnr["shipped"]:
+    shutil.copy(tmp / f"{name}.onnx", Path("medsr_edge/weights") / f"{name}.onnx")
+    print(f"promoted: medsr_edge/weights/{name}.onnx replaced")
+    sys.exit(0)
+print("not promoted: the shipped model stays")
+sys.exit(3)
+EOF
+  then
+    local W=medsr_edge/weights X=(--name "$name" --overwrite)
+    medsr-edge export --model "campaign/$run" --format pytorch -o "$W/$name.safetensors" "${X[@]}"
+    medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$W/$name-fp16.onnx" "${X[@]}"
+    medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" "${X[@]}" \
+      --calib-data "$DATA" --calib-split val --calib-method percentile --int8-float-convs 1
+    echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
+  fi
+  rm -rf "$tmp"
+}
+
+case "${1:-}" in
+  start) start ;;
+  status) status ;;
+  stop) stop ;;
+  promote) promote "$2" "$3" ;;
+  *) echo "usage: $0 start|status|stop|promote RUN NAME" >&2; exit 2 ;;
+esac

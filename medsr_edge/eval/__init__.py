@@ -1,0 +1,1 @@
+"""Evaluation: the benchmark and its CI gate, comparison figures, FID."""

@@ -1,0 +1,120 @@
+"""The bench as a report: measure (see :mod:`.benchmark`), print the table, write JSON / CSV /
+Markdown / plot, and the gallery of best, median and worst images. A plain Python entry point;
+``medsr-edge bench`` only parses options and applies the CI gate to the returned document."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import MedsrError
+from ..runtime.io import count_by_modality
+from . import benchmark as bm
+
+METRICS_NOTE = "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"
+
+
+@dataclass
+class BenchRequest:
+    """What to measure and where to write it (None: not written)."""
+
+    data: Path
+    scale: int
+    models: list[str]
+    backends: list[str]
+    split: str | None = None
+    limit: int | None = None
+    tile: int = 256
+    threads: int | None = None
+    json_path: Path | None = None
+    csv_path: Path | None = None
+    plot_path: Path | None = None
+    markdown: Path | None = None
+    gallery: Path | None = None
+    fid_weights: Path | None = None
+
+
+def bench_report(req: BenchRequest, console) -> dict:
+    """Run the bench, print it on ``console`` (rich), write the requested files; returns the JSON
+    document (the CI gate's input). Raises MedsrError when there is no readable image."""
+    from .fid import FidUnavailable, fid_scorer
+
+    if not Path(req.data).exists():
+        raise MedsrError(f"{req.data}: data folder not found")
+    left_out: list[str] = []
+    images = bm.load_bench_images(req.data, req.scale, req.split, req.limit, left_out)
+    if left_out:
+        console.print(f"{len(left_out)} unreadable files left out, first: {left_out[0]}", style="yellow", soft_wrap=True)
+    mods = count_by_modality(im.modality for im in images)
+    console.print(f"{len(images)} images {mods}, x{req.scale}, degradation: antialiased bicubic")
+    env = bm.environment(req.threads)
+    console.print(f"{env['cpu']}, {env['cpu_count']} cores, {env['threads']} threads; "
+                  f"kernel flags: {' '.join(env['cpu_flags']) or 'unknown'}", style="dim")
+    try:
+        fid, fid_info = fid_scorer(req.fid_weights), {"status": "ok", "weights": str(req.fid_weights or "$MEDSR_FID_WEIGHTS")}
+    except FidUnavailable as exc:
+        fid, fid_info = None, {"status": "skipped", "reason": str(exc)}
+    rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
+                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid)
+    if fid is not None:
+        fid_info["real_crops"] = fid.real_crops
+    _print_table(rows, req, console, fid_info)
+    doc = bm.to_json(rows, {"data": str(req.data), "split": req.split, "scale": req.scale, "limit": req.limit,
+                            "images": mods, "tile": req.tile, "environment": env, "fid": fid_info,
+                            "metrics": METRICS_NOTE})
+    _write_files(rows, doc, req, fid is None, len(images))
+    if req.gallery:
+        _gallery(rows, images, req, console)
+    return doc
+
+
+def _print_table(rows, req: BenchRequest, console, fid_info: dict) -> None:
+    from rich.table import Table
+
+    skipped = fid_info["status"] != "ok"
+    t = Table(title=f"medsr-edge bench x{req.scale} on {req.data}" + (f" ({req.split})" if req.split else ""))
+    for h in bm.HEADERS:
+        t.add_column(h, overflow="fold")
+    for cells in bm.table(rows, skipped):
+        t.add_row(*cells)
+    console.print(t)
+    for note in bm.notes(rows) + ([f"FID skipped: {fid_info['reason']}"] if skipped else []):
+        console.print(f"  {note}", style="dim", soft_wrap=True)
+
+
+def _write_files(rows, doc: dict, req: BenchRequest, fid_skipped: bool, n_images: int) -> None:
+    if req.json_path:
+        bm.save_json(doc, req.json_path)
+    if req.csv_path:
+        with open(req.csv_path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(bm.HEADERS)
+            w.writerows(bm.table(rows, fid_skipped))
+    if req.markdown:
+        Path(req.markdown).write_text(bm.markdown_table(rows, fid_skipped) + "\n")
+    if req.plot_path:
+        where = f"{Path(req.data).name}" + (f"/{req.split}" if req.split else "")
+        bm.plot(rows, req.plot_path, f"x{req.scale} on {where}, {n_images} images")
+
+
+def _gallery(rows, images, req: BenchRequest, console) -> None:
+    """Comparison figures of the best, median and worst student gain over bicubic per modality."""
+    from ..runtime.enhancer import Enhancer
+    from ..runtime.io import read_image
+    from .figures import comparison_figure
+
+    student, teacher = f"student-x{req.scale}", f"teacher-x{req.scale}"
+    req.gallery.mkdir(parents=True, exist_ok=True)
+    enh = {}
+    for label, model, prec in (("student FP32", student, "fp32"), ("student INT8", student, "int8"), ("teacher", teacher, "fp32")):
+        try:
+            enh[label] = Enhancer(model, "onnxruntime", prec, tile=req.tile, threads=req.threads, scale=req.scale)
+        except MedsrError as exc:
+            console.print(f"  gallery: {label} left out: {exc}", style="dim")
+    for modality, picks in bm.gallery_picks(rows, images, student).items():
+        for label, i in picks:
+            out = req.gallery / f"{modality}-{label}.png"
+            comparison_figure(read_image(images[i].path), enh, req.scale, out,
+                              title=f"{modality}, {label} student gain: {images[i].name}")
+            console.print(f"  gallery: {out}")

@@ -1,0 +1,139 @@
+"""The exporter: one entry point, driven by the format table (:mod:`medsr_edge.core.formats`).
+
+>>> from medsr_edge.export.exporter import ExportOptions, export_model
+>>> export_model("runs/student-x4", "onnx-int8", ExportOptions(calib_data=Path("../shared/data"), calib_split="val"))
+
+Every artifact is verified on the way (ONNX against PyTorch; INT8 against FP32 and ground truth)
+and written atomically; nothing is written when a check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import BackendUnavailable, ModelError
+from ..core.formats import get_format
+from ..models.checkpoint import load_model, read_metadata, save_model
+from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
+from .quantize import convert_fp16, load_calibration_set, quantize_int8
+
+
+@dataclass
+class ExportOptions:
+    """Everything but the model and the format. Shapes are TensorRT profile sizes, HxW."""
+
+    output: Path | None = None
+    precision: str | None = None  # for "engine" (fp16 | int8) and "pytorch" (fp16 halves the file)
+    calib_data: Path | None = None
+    calib_split: str | None = None
+    calib_method: str = "minmax"
+    calib_images: int = 48
+    max_gt_drop: float = 0.15
+    min_psnr_vs_fp32: float = 40.0
+    int8_float_convs: int = 0
+    opset: int = 17
+    min_shape: str = "16x16"
+    opt_shape: str = "256x256"
+    max_shape: str = "512x512"
+    name: str | None = None
+    overwrite: bool = False
+
+
+def check_output(out: Path, source: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is the source model, exists (without
+    ``overwrite``) or lies in a folder that cannot be written."""
+    if out.resolve() == Path(source).resolve():
+        raise ModelError(f"{out}: output would replace the input model; choose another -o")
+    if out.exists() and not overwrite:
+        raise ModelError(f"{out}: output exists; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise ModelError(f"{out}: cannot write here ({exc.strerror or exc}); choose a writable -o folder") from None
+
+
+def resolve_format(format: str, precision: str | None):
+    """The table's format for ``--format`` (``engine`` + ``--precision`` -> engine-fp16/int8)."""
+    if format == "engine":
+        if precision not in ("fp16", "int8"):
+            raise ModelError("--format engine needs --precision fp16 or int8")
+        format = f"engine-{precision}"
+    try:
+        return get_format(format)
+    except KeyError as exc:
+        raise ModelError(str(exc.args[0])) from None
+
+
+def export_model(model: str | Path, format: str, opts: ExportOptions,
+                 report: Callable[[str], None] = print) -> Path:
+    """Export ``model`` (a shipped name or a checkpoint) to ``format``; returns the written file.
+    Raises ModelError/BackendUnavailable (nothing written) with a one-line reason."""
+    ckpt = resolve_checkpoint(model)
+    base = opts.name or (Path(model).name if not Path(model).exists()
+                         else (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem))
+    if format == "pytorch":
+        return _export_pytorch(ckpt, base, opts)
+    fmt = resolve_format(format, opts.precision)
+    if fmt.backend == "tensorrt":
+        from ..runtime.tensorrt_backend import import_tensorrt
+
+        try:
+            import_tensorrt()  # fail fast, before any work, with the package to install
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"--format {fmt.name}: {exc}") from None
+    if fmt.precision == "int8" and opts.calib_data is None:
+        raise ModelError("INT8 is calibrated on real images: pass --calib-data DIR (e.g. ../shared/data with --calib-split val)")
+    if opts.opset < 17:
+        raise ModelError("--opset must be >= 17")
+    out = opts.output or Path(base + fmt.suffix)
+    check_output(out, ckpt, opts.overwrite)
+    calib = None
+    if opts.calib_data is not None:
+        scale = int(read_metadata(ckpt)[1].get("scale", 4))
+        calib = load_calibration_set(opts.calib_data, scale, opts.calib_images, split=opts.calib_split)
+    q = dict(max_gt_drop_db=opts.max_gt_drop, min_psnr_vs_fp32=opts.min_psnr_vs_fp32, float_convs=opts.int8_float_convs)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
+        fp32, verified = export_onnx(ckpt, fp32, opts.opset, base, calib.check_lr if calib else None)
+        report(f"ONNX FP32 verified against PyTorch (max abs diff): {json.dumps(verified)}")
+        if fmt.name == "onnx-fp16":
+            convert_fp16(fp32, out)
+        elif fmt.name == "onnx-int8":
+            _, checked = quantize_int8(fp32, out, calib, opts.calib_method, **q)
+            report(f"INT8 check: {json.dumps(checked)}")
+        elif fmt.backend == "tensorrt":
+            _build_engine(fp32, out, fmt.precision, base, Path(tmp), calib, opts, q, report)
+    return out
+
+
+def _export_pytorch(ckpt: Path, base: str, opts: ExportOptions) -> Path:
+    net, config, meta = load_model(ckpt)
+    out = opts.output or Path(base + ".safetensors")
+    check_output(out, ckpt, opts.overwrite)
+    half = opts.precision == "fp16"
+    save_model(out, net, config, {**meta, "model_name": opts.name or meta.get("model_name"),
+                                  "stored_as": "fp16" if half else "fp32"}, half=half)
+    return out
+
+
+def _build_engine(fp32: Path, out: Path, precision: str, base: str, tmp: Path, calib, opts: ExportOptions,
+                  q: dict, report: Callable[[str], None]) -> None:
+    """A strongly typed engine from the precision-typed ONNX: FP16 ONNX, or symmetric int8 QDQ."""
+    import onnx
+
+    from .tensorrt_build import ShapeProfile, build_engine
+
+    if precision == "fp16":
+        src = convert_fp16(fp32, tmp / f"{base}-fp16.onnx")
+    else:  # TensorRT explicit quantization: symmetric int8 QDQ
+        src, checked = quantize_int8(fp32, tmp / f"{base}-qdq-s8.onnx", calib, opts.calib_method, activation="int8",
+                                     symmetric=True, **q)
+        report(f"INT8 (symmetric QDQ for TensorRT) check: {json.dumps(checked)}")
+    profile = ShapeProfile.from_hw(opts.min_shape, opts.opt_shape, opts.max_shape)
+    build_engine(src, out, precision, profile, get_metadata(onnx.load(str(src))))

@@ -1,0 +1,79 @@
+"""The image every reader returns and every writer takes, and the limits checked before decoding."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import ImageReadError
+
+
+@dataclass
+class Image:
+    """A single-channel image or stack of frames.
+
+    frames: float64 (F, H, W), modality units (HU for CT, stored grey levels otherwise).
+    dtype: the numpy dtype the pixels were stored in (uint8, uint16, int16, float32).
+    value_range: (min, max) representable in the stored form, in modality units; outputs clip to it.
+    invert: True for DICOM MONOCHROME1 (high values display dark); the network sees it inverted.
+    dataset: the pydicom Dataset (without pixel data decoded twice) for DICOM inputs, else None.
+    """
+
+    frames: np.ndarray
+    dtype: np.dtype
+    value_range: tuple[float, float]
+    source: Path
+    format: str
+    invert: bool = False
+    dataset: Any = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.frames.shape[1], self.frames.shape[2]
+
+
+# Memory budget, checked against the header before anything is decoded. One frame's x4 output
+# in float32 is then at most 1 GiB, and all frames of a file as float64 modality values too.
+MAX_FRAME_PIXELS = 4096 * 4096
+MAX_TOTAL_PIXELS = 2 ** 27
+
+
+@contextmanager
+def quiet_logger(name: str):
+    """Silence a library's logger for a block: a decoder that logs a traceback for a corrupt
+    file must not print it; our one-line error says what went wrong."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def check_pixel_budget(path: Path, frames: int, rows: int, cols: int) -> None:
+    """Raise ImageReadError when a header declares more pixels than the memory budget allows."""
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels; the file is corrupt")
+    if rows * cols > MAX_FRAME_PIXELS or rows * cols * frames > MAX_TOTAL_PIXELS:
+        raise ImageReadError(path, f"header declares {frames} frame(s) of {rows}x{cols} pixels, above the memory budget "
+                                   f"({MAX_FRAME_PIXELS // 1_000_000} MP per frame, {MAX_TOTAL_PIXELS // 1_000_000} MP per file); "
+                                   "crop or split the image first")
+
+
+def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> np.ndarray:
+    """Round and clip modality values into ``dtype`` (float stays float). Works in place on a
+    float32 ``values`` (one temporary at most), so large outputs are not copied several times."""
+    lo, hi = value_range
+    work = values if values.dtype == np.float32 else values.astype(np.float32)
+    np.clip(work, lo, hi, out=work)
+    if np.issubdtype(dtype, np.floating):
+        return work.astype(dtype, copy=False)
+    np.rint(work, out=work)
+    return work.astype(dtype)
