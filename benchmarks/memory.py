@@ -1,63 +1,133 @@
-"""Peak memory (RSS) of `medsr-edge enhance` on large 16-bit images, each in a fresh process.
+"""Peak memory (RSS) of `medsr-edge enhance`, each case in a fresh process, on large images and
+on memory bombs (small files whose headers ask for huge images).
 
-    python benchmarks/memory.py --sizes 2048 4096 [--model student-x4] [--tile 256]
+    python benchmarks/memory.py --json docs/memory.json [--cases png2048 png4096 ct300 ...] [--model student-x4]
 
-Writes a synthetic 16-bit PNG of each size (a generated phantom: no patient data), runs the CLI on it
-under /usr/bin/time-like accounting (resource.getrusage of the child), and prints a table of
-input size, output size, wall time and peak RSS in MB.
+Cases (all generated here: synthetic phantoms and pydicom-data's CT, no patient data):
+  png2048, png4096  16-bit greyscale PNGs of that side (x4 output: 8192 / 16384 pixels square)
+  ct300             an enhanced CT of 300 frames of 512x512 (pydicom-data's eCT_Supplemental.dcm, frames repeated)
+  bomb_png          a PNG of a few hundred KB that decodes to 12000x12000 pixels
+  bomb_tiff         a 126-byte TIFF whose header asks for 50000x50000 32-bit pixels (9.3 GiB)
+  bomb_dicom        a small CT DICOM whose header declares 300 frames of 16384x16384
+Each row: exit status (0 enhanced, 1 refused with a one-line error), wall time and the child's
+own peak RSS (``getrusage(RUSAGE_SELF)`` at its exit).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import resource
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-Image.MAX_IMAGE_PIXELS = None  # the outputs here are deliberately huge (up to 16384x16384)
+CHILD = """
+import resource, sys
+from medsr_edge.cli.main import app
+try:
+    app(sys.argv[2:])
+finally:
+    open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
 
 
-def make_image(path: Path, size: int) -> None:
+def png16(path: Path, size: int) -> None:
+    from PIL import Image
+
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = 20000 + 15000 * np.sin(40 * xx) * np.cos(33 * yy) + 10000 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1)
     Image.fromarray(np.clip(img, 0, 65535).astype(np.uint16)).save(path)
 
 
+def ct300(path: Path, frames: int = 300) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("eCT_Supplemental.dcm"))
+    arr = ds.pixel_array
+    ds.PixelData = np.ascontiguousarray(np.resize(arr, (frames, *arr.shape[1:]))).tobytes()
+    ds.NumberOfFrames = frames
+    per = ds.PerFrameFunctionalGroupsSequence
+    ds.PerFrameFunctionalGroupsSequence = [copy.deepcopy(per[i % len(per)]) for i in range(frames)]
+    ds.save_as(path)
+
+
+def bomb_png(path: Path, side: int = 12000) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = zlib.compress(b"\0" * ((side + 1) * side), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def bomb_tiff(path: Path) -> None:
+    entries = [(256, 4, 1, 50000), (257, 4, 1, 50000), (258, 3, 1, 32), (259, 3, 1, 8), (262, 3, 1, 1),
+               (273, 4, 1, 8), (278, 4, 1, 50000), (279, 4, 1, 16)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    path.write_bytes(struct.pack("<2sHI", b"II", 42, 24) + bytes(16) + ifd)
+
+
+def bomb_dicom(path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = 16384
+    ds.NumberOfFrames = 300
+    ds.save_as(path)
+
+
+CASES = {
+    "png2048": (".png", lambda p: png16(p, 2048)),
+    "png4096": (".png", lambda p: png16(p, 4096)),
+    "ct300": (".dcm", ct300),
+    "bomb_png": (".png", bomb_png),
+    "bomb_tiff": (".tif", bomb_tiff),
+    "bomb_dicom": (".dcm", bomb_dicom),
+}
+
+
+def measure(case: str, src: Path, dst: Path, model: str) -> dict:
+    rss_file = src.with_suffix(".rss")
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-c", CHILD, str(rss_file), "enhance", str(src), "-o", str(dst), "--model", model],
+                         capture_output=True, text=True)
+    wall = time.time() - t0
+    peak_mb = int(rss_file.read_text()) / 1024
+    error = next((ln for ln in res.stderr.splitlines() if ln.startswith("error:")), "")
+    return {"case": case, "input_bytes": src.stat().st_size, "exit": res.returncode, "wall_s": round(wall, 1),
+            "peak_rss_mb": round(peak_mb), "output_bytes": dst.stat().st_size if dst.exists() else 0,
+            "error": error.replace(str(src), src.name)[:160]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--model", default="student-x4")
-    ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            src, dst = Path(tmp) / f"in{size}.png", Path(tmp) / f"out{size}.png"
-            make_image(src, size)
-            t0 = time.time()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            subprocess.run([sys.executable, "-m", "medsr_edge.cli.main", "enhance", str(src), "-o", str(dst),
-                            "--model", args.model, "--tile", str(args.tile)], check=True, stdout=subprocess.DEVNULL)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            if peak <= before:
-                raise SystemExit("peak RSS of the child could not be told apart from an earlier child; run one size per call")
-            out = Image.open(dst)
-            rows.append({"input": f"{size}x{size} 16-bit", "output": f"{out.width}x{out.height} {out.mode}",
-                         "tile": args.tile, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(peak / 1024, 0)})
+        for case in args.cases:
+            suffix, make = CASES[case]
+            src, dst = Path(tmp) / f"{case}{suffix}", Path(tmp) / f"{case}-out{suffix}"
+            make(src)
+            rows.append(measure(case, src, dst, args.model))
+            dst.unlink(missing_ok=True)
             print(rows[-1], flush=True)
-    print("| input | output | tile | wall s | peak RSS MB |\n|---|---|---|---|---|")
+    print("| case | input bytes | exit | wall s | peak RSS MB | output bytes |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['input']} | {r['output']} | {r['tile']} | {r['wall_s']} | {r['peak_rss_mb']:.0f} |")
+        print(f"| {r['case']} | {r['input_bytes']:,} | {r['exit']} | {r['wall_s']} | {r['peak_rss_mb']} | {r['output_bytes']:,} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"model": args.model, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ def markdown(c: dict) -> str:
                         f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB. Then, from those weights:")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
+    elif t.get("kind") == "student":
+        lines.append("- Trained on the ground truth alone, with no teacher: the shipped teacher (esrgan-small, CPU-trained) "
+                     "is weaker than this student on the test split, so distilling from it would pull the student down")
     lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
     lines += [f"| {s['modality']} | {s['source']} | {s['license']} | {s['images']} |" for s in c["data"]["sources"]]
     if r:

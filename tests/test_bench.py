@@ -180,3 +180,18 @@ def test_peak_rss_measures_a_model_calls_allocation():
     small.before_call()
     small.after_call()
     assert small.extra_mb < 10
+
+
+def test_fidelity_guard_refuses_a_gan_model_below_bicubic_in_any_modality():
+    """A GAN row 0.6 dB under bicubic in CT is refused even though its mean beats bicubic; a
+    PSNR-trained row with the same numbers is not a GAN model and is left alone."""
+    def row(name, ct, mri):
+        r = bm.Row(name, "onnx", "onnxruntime", "fp32", psnr=(ct + mri) / 2)
+        r.per_modality = {"ct": {"psnr": ct}, "mri": {"psnr": mri}}
+        return r
+
+    rows = [row("bicubic", 30.0, 30.0), row("student-x4-gan", 29.4, 33.0), row("student-x4", 29.4, 33.0),
+            row("teacher-x4-gan", 29.6, 31.0)]
+    failures = bm.fidelity_guard(rows)
+    assert len(failures) == 1 and "student-x4-gan" in failures[0] and "ct 29.40 vs bicubic 30.00" in failures[0]
+    assert [r.status for r in rows] == ["ok", "refused", "ok", "ok"]

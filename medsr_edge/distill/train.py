@@ -234,6 +234,7 @@ class Run:
         self.start_time = time.time()
         self.elapsed_before = 0.0
         self.resumed_at = 0
+        self.last_done = 0
 
     def sampler(self, worker: int = 0) -> PatchSampler:
         o = self.opts
@@ -302,11 +303,22 @@ class Run:
         """Run ``step(it)`` from ``start`` to ``opts.iters`` with progress bar, logging, validation."""
         from tqdm import tqdm
 
-        o = self.opts
-        bar = tqdm(range(start, o.iters), initial=start, total=o.iters, disable=not self.ctx.is_main,
+        bar = tqdm(range(start, self.opts.iters), initial=start, total=self.opts.iters, disable=not self.ctx.is_main,
                    desc=self.kind, dynamic_ncols=True, mininterval=5)
         acc: dict[str, list[float]] = {}
         started = time.time()
+        try:
+            self._iterate(bar, step, eval_model, checkpoint, acc, started)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep what was trained since the last checkpoint
+            if self.ctx.is_main and self.last_done > start:
+                checkpoint(self.last_done)
+                bar.write(f"[{self.kind}] interrupted at iteration {self.last_done}; checkpoint saved, run again to resume")
+            raise
+        finally:
+            self.ctx.close()
+
+    def _iterate(self, bar, step, eval_model, checkpoint, acc, started) -> None:
+        o = self.opts
         for it in bar:
             losses = step(it)
             for k, v in losses.items():
@@ -330,10 +342,10 @@ class Run:
                 out_of_time = bool(flag.item())
             if done % o.save_every == 0 or done == o.iters or out_of_time:
                 checkpoint(done)
+            self.last_done = done
             if out_of_time and done < o.iters:
                 bar.write(f"[{self.kind}] time limit reached at iteration {done}; run the same command to resume")
                 break
-        self.ctx.close()
 
 
 # --------------------------------------------------------------------------- teacher

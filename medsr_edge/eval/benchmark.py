@@ -270,6 +270,29 @@ HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", 
            "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID"]
 
 
+FIDELITY_MARGIN_DB = 0.5  # a GAN model may fall at most this far below bicubic in any modality
+
+
+def fidelity_guard(rows: list[Row], margin_db: float = FIDELITY_MARGIN_DB) -> list[str]:
+    """Flag every GAN-trained row (``gan`` in its name) whose PSNR in some modality is more than
+    ``margin_db`` below bicubic's: hallucinated detail in a medical image is a defect, so such a
+    model is marked ``refused`` (its numbers stay in the row) and each failure is returned."""
+    bic = next((r for r in rows if r.name == "bicubic"), None)
+    failures = []
+    if bic is None:
+        return failures
+    for r in rows:
+        if "gan" not in r.name or r.status != "ok":
+            continue
+        low = {m: (v["psnr"], bic.per_modality[m]["psnr"]) for m, v in r.per_modality.items()
+               if m in bic.per_modality and v["psnr"] < bic.per_modality[m]["psnr"] - margin_db}
+        if low:
+            detail = ", ".join(f"{m} {a:.2f} vs bicubic {b:.2f} dB" for m, (a, b) in sorted(low.items()))
+            r.status, r.reason = "refused", f"fidelity guard: more than {margin_db} dB below bicubic ({detail})"
+            failures.append(f"{r.name} {r.format}: {r.reason}")
+    return failures
+
+
 def notes(rows: list[Row]) -> list[str]:
     """Why rows were skipped or failed, one line each."""
     return [f"{r.name} {r.format}: {r.status}: {r.reason}" for r in rows if r.status != "ok"]

@@ -59,10 +59,12 @@ def bench_report(req: BenchRequest, console) -> dict:
                             progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid)
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
+    guard = bm.fidelity_guard(rows)
     _print_table(rows, req, console, fid_info)
     doc = bm.to_json(rows, {"data": str(req.data), "split": req.split, "scale": req.scale, "limit": req.limit,
                             "images": mods, "tile": req.tile, "environment": env, "fid": fid_info,
-                            "metrics": METRICS_NOTE})
+                            "metrics": METRICS_NOTE, "fidelity_guard": {"margin_db": bm.FIDELITY_MARGIN_DB,
+                                                                        "refused": guard}})
     _write_files(rows, doc, req, fid is None, len(images))
     if req.gallery:
         _gallery(rows, images, req, console)
