@@ -64,10 +64,32 @@ def mr_small() -> Path:
 def dciodvfy_errors(path: Path) -> set[str]:
     """Error lines of dicom3tools' dciodvfy (the tool writes to stderr), without the tag an error
     was found in: an input's bad UID copied into the Source Image reference is the same error."""
+    import re
     import subprocess
 
-    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return {ln.strip().split(" in (0x")[0] for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")}
+    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace")
+    errors = set()
+    for ln in (res.stdout + res.stderr).splitlines():
+        if ln.startswith("Error"):
+            ln = ln.strip().split(" in (0x")[0]
+            # "(0x0008,0x1155) UI Referenced SOP Instance UID": where a bad value sits, not what is wrong with it
+            errors.add(re.sub(r"\(0x[0-9a-f]{4},0x[0-9a-f]{4}\) [A-Z]{2} [A-Za-z ]+?  ", "", ln))
+    return errors
+
+
+def readable_copy(src: Path, tmp: Path) -> Path:
+    """``src`` re-encoded by pydicom in explicit VR little endian, for validators that cannot read
+    its transfer syntax (deflate, big endian): the baseline errors of the input itself."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(src)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return src
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = tmp / f"readable-{src.name}"
+    ds.save_as(out, enforce_file_format=True, little_endian=True, implicit_vr=False)
+    return out
 
 
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,

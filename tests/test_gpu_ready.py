@@ -110,3 +110,29 @@ def test_gpu_session_smoke_runs_the_whole_chain(phantom_dir, tmp_path):
                            text=True, timeout=300, env=env, cwd=ROOT)
     assert again.returncode == 0 and "all done" in again.stdout and "iter" not in again.stderr
     assert np.isfinite(rows[("student-x4", "onnx")]["psnr"])
+
+
+def test_interrupt_keeps_the_iterations_since_the_last_checkpoint(phantom_dir, tmp_path, monkeypatch):
+    """Ctrl-C (the campaign's stop) at iteration 3 of a run that checkpoints every 100 leaves a
+    checkpoint at 3, and the next call resumes from there."""
+    from medsr_edge.distill.data import PatchSampler
+
+    real = PatchSampler.batch
+    calls = {"n": 0}
+
+    def batch(self, size):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, size)
+
+    monkeypatch.setattr(PatchSampler, "batch", batch)
+    opts = _opts(phantom_dir, tmp_path / "run", 100)
+    opts.save_every = opts.val_every = 100
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(opts, None, "student-tiny")
+    assert load_model(tmp_path / "run")[2]["iterations"] == 3
+    monkeypatch.setattr(PatchSampler, "batch", real)
+    opts.iters = 5
+    distill_student(opts, None, "student-tiny")
+    assert load_model(tmp_path / "run")[2]["iterations"] == 5
