@@ -59,6 +59,7 @@ class Row:
     images_per_s: float | None = None
     peak_mem_mb: float | None = None
     fid: float | None = None
+    fd_vgg16: float | None = None
     per_image_psnr: list = field(default_factory=list)
 
 
@@ -170,12 +171,13 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     _score(row, ps, ss, images, bicubic)
 
 
-def _fid_pass(fn, images: list[BenchImage], row: Row, fid) -> None:
-    """FID of ``fn``'s outputs against the ground truths, in a pass of its own so that the
-    Inception network never runs inside the latency and memory measurements."""
-    for im in images:
-        fid.add(fn(im.lr), real=False)
-    row.fid = round(fid.compute(), 4)
+def _frechet_pass(fn, images: list[BenchImage], row: Row, scorers: dict) -> None:
+    """One Fréchet score per scorer (``{"fid": ..., "fd_vgg16": ...}``) of ``fn``'s outputs, in a
+    pass of its own so that the feature networks never run inside the latency and memory timing."""
+    for key, scorer in scorers.items():
+        for im in images:
+            scorer.add(fn(im.lr), real=False)
+        setattr(row, key, round(scorer.compute(), 4))
 
 
 def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Format, Path]]:
@@ -193,9 +195,10 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
 
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
-                  tile: int = 256, threads: int | None = None, progress=None, fid=None) -> list[Row]:
+                  tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None) -> list[Row]:
     """Bicubic first, then every (model, format) row; failures become rows with a reason.
-    ``fid``: a :class:`medsr_edge.fid.FrechetScorer` to add an FID per row, or None."""
+    ``fid``: a :class:`medsr_edge.eval.fid.FrechetScorer` to add an FID per row, or None;
+    ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None."""
     from ..runtime.enhancer import Enhancer
 
     if "torch" in backends:
@@ -204,13 +207,13 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
         except ImportError:
             pass  # the torch rows are then skipped with the runtime's reason
     rows: list[Row] = []
-    if fid is not None:
+    scorers = {k: v for k, v in (("fid", fid), ("fd_vgg16", fd_vgg16)) if v is not None}
+    for scorer in scorers.values():
         for im in images:
-            fid.add(im.hr, real=True)
+            scorer.add(im.hr, real=True)
     bic = Row("bicubic", "-", "numpy", "fp32", params=0)
     _measure(lambda lr: upscale_bicubic(lr, scale), images, bic, scale, None)
-    if fid is not None:
-        _fid_pass(lambda lr: upscale_bicubic(lr, scale), images, bic, fid)
+    _frechet_pass(lambda lr: upscale_bicubic(lr, scale), images, bic, scorers)
     bic_psnr = bic.per_image_psnr
     rows.append(bic)
     for model, fmt, path in default_rows(models, backends):
@@ -228,8 +231,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
             row.params = meta.get("params")
             row.gflops_per_mpx = meta.get("gflops_per_output_mpx")
             _measure(enh.enhance_array, images, row, scale, bic_psnr)
-            if fid is not None:
-                _fid_pass(enh.enhance_array, images, row, fid)
+            _frechet_pass(enh.enhance_array, images, row, scorers)
         except MedsrError as exc:
             row.status, row.reason = "skipped", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
@@ -262,12 +264,12 @@ def table(rows: list[Row], fid_skipped: bool = False) -> list[list[str]]:
                     f(r.size_mb, ".2f"), f(r.params, ","), f(r.gflops_per_mpx, ".1f"), f(r.psnr, ".2f"),
                     f(r.psnr_gain_vs_bicubic, "+.2f"), f(r.ssim, ".4f"), mods or "-", f(r.latency_ms_p50, ".1f"),
                     f(r.latency_ms_p90, ".1f"), f(r.images_per_s, ".1f"), f(r.peak_mem_mb, ".0f"),
-                    "skipped" if fid_skipped and r.status == "ok" else f(r.fid, ".2f")])
+                    "skipped" if fid_skipped and r.status == "ok" else f(r.fid, ".2f"), f(r.fd_vgg16, ".2f")])
     return out
 
 
 HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", "GFLOPs/MP", "PSNR dB",
-           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID"]
+           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID", "FD-VGG16"]
 
 
 FIDELITY_MARGIN_DB = 0.5  # a GAN model may fall at most this far below bicubic in any modality

