@@ -64,6 +64,8 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
     return samples
 
 
+CONTENT_STD = 0.02  # a patch whose std is below this (in [0, 1] units) is background; draw again
+CONTENT_TRIES = 8  # draws before an empty-looking patch is accepted anyway
 _SPLINE_MARGIN = 8  # pixels; the cubic B-spline prefilter decays as 0.268^n (8 px: 2.6e-5)
 
 
@@ -138,12 +140,12 @@ class PatchSampler:
 
     def hr_patch(self) -> np.ndarray:
         """One augmented HR patch, preferring patches with content (not empty background)."""
-        for _ in range(8):
+        for _ in range(CONTENT_TRIES):
             img = self._pick().hr
             h, w = img.shape
             y, x = int(self.rng.integers(h - self.patch + 1)), int(self.rng.integers(w - self.patch + 1))
             patch = self._geometric(img, y, x)
-            if patch.std() > 0.02:
+            if patch.std() > CONTENT_STD:
                 break
         return _dihedral([patch], self.rng)[0]
 
@@ -173,13 +175,13 @@ class CachedTripletSampler:
         mods = sorted(self.by_modality)
         s, lp = self.scale, self.patch // self.scale
         for _ in range(size):
-            for _ in range(8):
+            for _ in range(CONTENT_TRIES):
                 idx = self.by_modality[mods[int(self.rng.integers(len(mods)))]]
                 i = idx[int(self.rng.integers(len(idx)))]
                 lh, lw = self.lrs[i].shape
                 y, x = int(self.rng.integers(lh - lp + 1)), int(self.rng.integers(lw - lp + 1))
                 hr = self.hrs[i][y * s:(y + lp) * s, x * s:(x + lp) * s]
-                if hr.std() > 0.02:
+                if hr.std() > CONTENT_STD:
                     break
             lr, hr, t = _dihedral([self.lrs[i][y:y + lp, x:x + lp], hr,
                                    self.teachers[i][y * s:(y + lp) * s, x * s:(x + lp) * s]], self.rng)

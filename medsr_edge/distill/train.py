@@ -38,6 +38,11 @@ from .pack import resolve_data
 
 log = logging.getLogger(__name__)
 
+LOG_EVERY = 50  # iterations between log rows (losses averaged over them)
+ADAM_BETAS = (0.9, 0.99)  # ESRGAN's / BasicSR's
+COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the peak learning rate
+CACHE_TILE, CACHE_PAD = 128, 8  # teacher cache: LR tile side and the context around it, pixels
+
 
 @dataclass
 class TrainOptions:
@@ -324,7 +329,7 @@ class Run:
             for k, v in losses.items():
                 acc.setdefault(k, []).append(v)
             done = it + 1
-            if self.ctx.is_main and (done % 50 == 0 or done == o.iters):
+            if self.ctx.is_main and (done % LOG_EVERY == 0 or done == o.iters):
                 row = {"iter": done, "time_s": round(self.elapsed(), 1), **{k: float(np.mean(v)) for k, v in acc.items()}}
                 acc = {}
                 if done % o.val_every == 0 or done == o.iters:
@@ -370,15 +375,15 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
         gen = build_model(cfg)
     gen = ctx.wrap(gen)
     ema = ema_of(unwrap(gen), opts.ema_decay).to(ctx.device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=ADAM_BETAS)
     modules: dict[str, Any] = {"gen": gen, "ema": ema, "opt_g": opt_g}
     if stage == "psnr":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, opts.iters, eta_min=opts.lr * 0.01)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, opts.iters, eta_min=opts.lr * COSINE_FLOOR)
         modules["sched"] = sched
         pixel_weight = 1.0 if pixel_weight is None else pixel_weight
     else:
         disc = ctx.wrap(build_model(disc_config))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=ADAM_BETAS)
         percep = PerceptualLoss(perceptual).to(ctx.device)
         modules.update(disc=disc, opt_d=opt_d)
         pixel_weight = 1e-2 if pixel_weight is None else pixel_weight
@@ -437,7 +442,7 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
 
 
 @torch.no_grad()
-def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 128):
+def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = CACHE_TILE):
     """Degrade every training image once and super-resolve it with the teacher (tile by tile)."""
     from tqdm import tqdm
 
@@ -448,7 +453,7 @@ def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 
         hr = crop_to_multiple(s.hr, scale)
         lr = degrade(hr, scale)
         out = np.empty_like(hr)
-        pad = 8
+        pad = CACHE_PAD
         h, w = lr.shape
         for y in range(0, h, tile):
             for x in range(0, w, tile):
@@ -500,8 +505,8 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
         cfg = resolve_config(config, scale=opts.scale)
         student = ctx.wrap(build_model(cfg))
     ema = ema_of(unwrap(student), opts.ema_decay).to(ctx.device)
-    opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * 0.01)
+    opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=ADAM_BETAS)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * COSINE_FLOOR)
     modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}
     start = run.resume(modules)
     if start >= opts.iters:
