@@ -87,7 +87,7 @@ def enhance(
     model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, help="Precision of the shipped model to use."),
-    tile: Optional[int] = typer.Option(None, min=0, help="Tile side in input pixels (0: whole image at once). Default: whole image up to 1024x1024, 512-pixel tiles above."),
+    tile: Optional[int] = typer.Option(None, min=0, help="Tile side in input pixels (0: whole image at once). Default: whole image up to 512x512, 256-pixel tiles above."),
     overlap: int = typer.Option(32, min=0, max=256, help="Input pixels shared by neighbouring tiles."),
     to: Optional[str] = typer.Option(None, help="Output type for folder/default outputs: dcm, png, tif, jpg. Default: same as input."),
     compress: Optional[CompressChoice] = typer.Option(None, help="Lossless compression of DICOM outputs (verified by decoding). Default: uncompressed."),
