@@ -2,6 +2,9 @@
 # Reproduce the shipped models of one scale end to end: teacher (PSNR stage), distillation, export to
 # ONNX FP32/FP16/INT8, benchmark on the test split, model cards, CI baseline, README figures (x4).
 # Completed training runs are resumed/skipped; exports replace the shipped files.
+# This is the chain of the teachers and of the first students (student-v1, still shipped at x2).
+# The x4 default student now comes from the training campaign instead: benchmarks/campaign.sh
+# (train on the ground truth, promote only when the test split improves), then steps 4-6 below.
 # Knobs (env): SCALE (4 or 2), DATA, RUNS, WEIGHTS, DOCS, THREADS, TEACHER_CONFIG, TEACHER_ITERS,
 # STUDENT_CONFIG, STUDENT_ITERS, STUDENT_LIMIT, FINETUNE_ITERS, FINETUNE_LIMIT, BENCH_BACKENDS.
 set -euo pipefail
@@ -14,7 +17,7 @@ DOCS=${DOCS:-docs}
 THREADS=${THREADS:-2}
 TEACHER_CONFIG=${TEACHER_CONFIG:-esrgan-small}
 TEACHER_ITERS=${TEACHER_ITERS:-2500}
-STUDENT_CONFIG=${STUDENT_CONFIG:-student}
+STUDENT_CONFIG=${STUDENT_CONFIG:-student-v1}
 STUDENT_ITERS=${STUDENT_ITERS:-5000}
 STUDENT_LIMIT=${STUDENT_LIMIT:-400}  # images per modality whose teacher outputs are cached
 if [ "${SCALE:-4}" = 4 ]; then FT_DEFAULT=8000; else FT_DEFAULT=0; fi
