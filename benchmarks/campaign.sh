@@ -20,7 +20,7 @@ student-fast-x4 student-fast 4 30000"}
 start() {
   while read -r name config scale iters; do
     [ -z "$name" ] && continue
-    if pgrep -f -- "--out campaign/$name " >/dev/null; then echo "$name: already running"; continue; fi
+    if pgrep -f -- "--out campaign/$name( |$)" >/dev/null; then echo "$name: already running"; continue; fi
     patch=$((40 * scale))
     nohup nice -n 5 medsr-edge train student --config "$config" --data "$DATA" --out "campaign/$name" \
       --scale "$scale" --iters "$iters" --batch 12 --patch "$patch" --lr 5e-4 --val-every 500 \
@@ -36,7 +36,7 @@ status() {
   done
 }
 
-stop() { pkill -INT -f "medsr-edge train student .*--out campaign/" || true; }
+stop() { pkill -TERM -f "medsr-edge train .*--out campaign/" || true; }  # each run checkpoints, exits 130
 
 promote() {  # promote RUN NAME: replace weights/NAME.* only when the test split improves
   local run=$1 name=$2 scale tmp

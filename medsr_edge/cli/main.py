@@ -201,6 +201,31 @@ def _nvidia_gpus() -> list[str]:
 DENOISE_CHOICES = ("median", "gaussian")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stoppable() -> None:
+    """Training stops cleanly (checkpoint, exit 130) on Ctrl-C and on SIGTERM, also when started
+    in the background by a script, where the shell has set SIGINT to be ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _train(fn, *args, **kwargs):
+    """Run a training function: one-line errors, exit 130 after an interrupt (checkpoint saved)."""
+    _stoppable()
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the last iterations are checkpointed; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
+        fail(str(exc))
+
+
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
                    blur, noise, limit, speed: SpeedOptions | None = None):
     from ..distill.train import TrainOptions
@@ -264,10 +289,7 @@ def train_teacher_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    try:
-        path = train_teacher(opts, config, stage, init, disc_config=disc, perceptual=perceptual)
-    except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
-        fail(str(exc))
+    path = _train(train_teacher, opts, config, stage, init, disc_config=disc, perceptual=perceptual)
     typer.echo(str(path))
 
 
@@ -290,10 +312,7 @@ def train_student_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    try:
-        path = distill_student(opts, None, config, init=init, pixel_loss=loss)
-    except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
-        fail(str(exc))
+    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss)
     typer.echo(str(path))
 
 
@@ -339,11 +358,8 @@ def distill(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    try:
-        path = distill_student(opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher,
-                               init=init)
-    except (MedsrError, FileNotFoundError, KeyError, ValueError) as exc:
-        fail(str(exc))
+    path = _train(distill_student, opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher,
+                  init=init)
     typer.echo(str(path))
 
 
