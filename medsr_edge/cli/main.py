@@ -98,8 +98,6 @@ def enhance(
 ) -> None:
     """Enhance images: DICOM in -> derived DICOM out (one derived series per source series, same bit depth, HU kept, geometry updated), PNG/TIFF keep bit depth."""
     _setup_logging(verbose)
-    from tqdm import tqdm
-
     from ..runtime.batch import Interrupted, run_batch
     from ..runtime.enhancer import Enhancer
 
@@ -112,33 +110,49 @@ def enhance(
         enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, threads=threads)
     except MedsrError as exc:
         fail(str(exc))
-    bars: list = []
-
-    def progress(jobs):
-        bars.append(tqdm(jobs, desc=f"enhance x{enhancer.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr))
-        return bars[0]
-
-    def report(line: str) -> None:
-        (bars[0].write(line, file=sys.stderr) if bars and not bars[0].disable else typer.echo(line, err=True))
-
+    printer = _BatchPrinter(enhancer.scale)
     try:
         summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
-                            compress.value if compress else None, progress, report)
+                            compress.value if compress else None, printer.progress, printer.report)
     except Interrupted:
-        if bars:
-            bars[0].close()
+        printer.close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "
                    "run the same command again to resume", err=True)
         raise typer.Exit(130) from None
     except MedsrError as exc:
         fail(str(exc))
+    _print_summary(summary, enhancer.describe())
+
+
+class _BatchPrinter:
+    """A progress bar over the batch (from two files on), with each line printed above it."""
+
+    def __init__(self, scale: int) -> None:
+        self.scale, self.bar = scale, None
+
+    def progress(self, jobs):
+        from tqdm import tqdm
+
+        self.bar = tqdm(jobs, desc=f"enhance x{self.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr)
+        return self.bar
+
+    def report(self, line: str) -> None:
+        (self.bar.write(line, file=sys.stderr) if self.bar is not None and not self.bar.disable else typer.echo(line, err=True))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(summary, model: str) -> None:
+    """The output path for one file; counts for a batch; exit 1 when a file failed."""
     if len(summary.enhanced) == 1 and not summary.errors and not summary.skipped:
         typer.echo(str(summary.enhanced[0][1]))
     total = len(summary.enhanced) + len(summary.skipped) + summary.failed
     if total > 1 or summary.failed or summary.skipped:
         note = " (complete outputs exist; --overwrite to redo them)" if summary.skipped else ""
         typer.echo(f"{len(summary.enhanced)} enhanced, {len(summary.skipped)} skipped{note}, {summary.failed} failed "
-                   f"({enhancer.describe()})", err=True)
+                   f"({model})", err=True)
     if summary.failed:
         raise typer.Exit(1)
 
