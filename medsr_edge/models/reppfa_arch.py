@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .student_arch import RepConv
+from .student_arch import Reparameterizable, RepConv
 
 
 class PFABlock(nn.Module):
@@ -42,7 +42,7 @@ class PFABlock(nn.Module):
         return (h + x) * (torch.sigmoid(h) - 0.5)
 
 
-class RepPFANet(nn.Module):
+class RepPFANet(Reparameterizable, nn.Module):
     """Student generator: RepConv head, ``num_block`` :class:`PFABlock`, 1x1 fusion of the head,
     first-block and last-block features, a RepConv to ``scale^2`` channels, the anchor residual and
     a pixel shuffle.
@@ -79,14 +79,3 @@ class RepPFANet(nn.Module):
         s2 = self.scale * self.scale
         anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
         return self.shuffle(out + anchor)
-
-    def reparameterize(self) -> RepPFANet:
-        """Fold every RepConv into a plain 3x3 convolution; returns self for chaining."""
-        for module in self.modules():
-            if isinstance(module, RepConv) and module.fused is None:
-                module.reparameterize()
-        return self
-
-    @property
-    def is_deploy(self) -> bool:
-        return all(m.fused is not None for m in self.modules() if isinstance(m, RepConv))

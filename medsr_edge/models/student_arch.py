@@ -67,7 +67,22 @@ class RepConv(nn.Module):
             delattr(self, name)
 
 
-class RepSRNet(nn.Module):
+class Reparameterizable:
+    """For networks built of :class:`RepConv`: fold them all for deployment, and say whether done."""
+
+    def reparameterize(self):
+        """Fold every RepConv into a plain 3x3 convolution (in place); returns self for chaining."""
+        for module in self.modules():
+            if isinstance(module, RepConv) and module.fused is None:
+                module.reparameterize()
+        return self
+
+    @property
+    def is_deploy(self) -> bool:
+        return all(m.fused is not None for m in self.modules() if isinstance(m, RepConv))
+
+
+class RepSRNet(Reparameterizable, nn.Module):
     """Student generator: RepConv trunk at low resolution, long skip, pixel shuffle, and an
     anchor that adds the nearest-upsampled input so the network only learns the residual.
 
@@ -94,14 +109,3 @@ class RepSRNet(nn.Module):
         s2 = self.scale * self.scale  # one channel: repeat == repeat_interleave, and exports as one Tile
         anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
         return self.shuffle(out + anchor)
-
-    def reparameterize(self) -> RepSRNet:
-        """Fold every RepConv into a plain 3x3 convolution; returns self for chaining."""
-        for module in self.modules():
-            if isinstance(module, RepConv) and module.fused is None:
-                module.reparameterize()
-        return self
-
-    @property
-    def is_deploy(self) -> bool:
-        return all(m.fused is not None for m in self.modules() if isinstance(m, RepConv))
