@@ -34,12 +34,13 @@ def main() -> None:
     img = read_image(get_testdata_file("693_UNCR.dcm", download=False))
     frame = img.frames[0]
     lo, hi = float(frame.min()), float(frame.max())
-    x = Normalizer.for_image(img.frames, img.dtype, img.invert).forward(frame)
+    norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+    x, step = norm.forward(frame), norm.grid_step(frame, img.dtype)
     print("| scale | brain pixels | RMS HU bicubic - GT | RMS HU FP32 - GT | RMS HU INT8 - FP32 |")
     print("|---|---|---|---|---|")
     for s in args.scales:
         hr = crop_to_multiple(x, s)
-        lr = degrade(hr, s)
+        lr = degrade(hr, s, step=step)
         fp32 = Enhancer(args.fp32 or f"student-x{s}", "onnxruntime", "fp32", scale=s).enhance_array(lr) * (hi - lo) + lo
         int8 = Enhancer(args.int8 or f"student-x{s}", "onnxruntime", "int8", scale=s).enhance_array(lr) * (hi - lo) + lo
         bic = upscale_bicubic(lr, s) * (hi - lo) + lo

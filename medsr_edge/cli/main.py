@@ -291,6 +291,10 @@ def train_teacher_cmd(
     noise: float = typer.Option(0.0, help="Degradation noise sigma, [0,1] units."),
     limit: Optional[int] = typer.Option(None, help="At most this many images per modality."),
     disc: str = typer.Option("discriminator", help="Discriminator config for --stage gan."),
+    disc_lr: Optional[float] = typer.Option(None, min=0.0, help="Discriminator learning rate for --stage gan (default: --lr)."),
+    pixel_weight: Optional[float] = typer.Option(None, min=0.0, help="L1 weight (default: 1 for psnr, ESRGAN's 1e-2 for gan)."),
+    perceptual_weight: float = typer.Option(1.0, min=0.0, help="Perceptual loss weight for --stage gan (ESRGAN: 1)."),
+    gan_weight: float = typer.Option(5e-3, min=0.0, help="RaGAN generator loss weight for --stage gan (ESRGAN: 5e-3)."),
     perceptual: str = typer.Option("auto", help="Perceptual backbone for --stage gan: auto, vgg19-conv5_4 ($MEDSR_VGG19_WEIGHTS), vgg16-conv5_3 (pip install 'medsr-edge[perceptual]'), feature-matching."),
     workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
@@ -303,7 +307,9 @@ def train_teacher_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    path = _train(train_teacher, opts, config, stage, init, disc_config=disc, perceptual=perceptual)
+    path = _train(train_teacher, opts, config, stage, init, pixel_weight=pixel_weight,
+                  perceptual_weight=perceptual_weight, gan_weight=gan_weight, disc_config=disc,
+                  perceptual=perceptual, disc_lr=disc_lr)
     typer.echo(str(path))
 
 

@@ -26,12 +26,15 @@ def crop_to_multiple(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def degrade(hr: np.ndarray, scale: int, blur_sigma: float = 0.0, noise_sigma: float = 0.0,
-            rng: np.random.Generator | None = None) -> np.ndarray:
+            rng: np.random.Generator | None = None, step: float = 0.0) -> np.ndarray:
     """Make the low-resolution image from a ground-truth 2-D float image in [0, 1].
 
     Default: antialiased bicubic downsampling by ``scale`` (the literature's BI degradation).
     Optional Gaussian blur (sigma in HR pixels) before, and Gaussian noise (sigma in [0,1] units)
-    after. ``hr`` sides must be multiples of ``scale`` (see :func:`crop_to_multiple`).
+    after. ``step`` > 0 rounds the result to multiples of ``step`` (in [0, 1] units): a real
+    low-resolution image is stored on its source's value grid (1/255 for 8-bit images, see
+    ``Normalizer.grid_step``), never as floats. ``hr`` sides must be multiples of ``scale``
+    (see :func:`crop_to_multiple`).
     """
     h, w = hr.shape
     if h % scale or w % scale:
@@ -45,6 +48,8 @@ def degrade(hr: np.ndarray, scale: int, blur_sigma: float = 0.0, noise_sigma: fl
     if noise_sigma > 0:
         rng = rng or np.random.default_rng()
         lr = lr + rng.normal(0.0, noise_sigma, lr.shape).astype(np.float32)
+    if step > 0:
+        lr = (np.round(lr / np.float32(step)) * np.float32(step)).astype(np.float32)
     return np.clip(lr, 0.0, 1.0)
 
 

@@ -29,6 +29,7 @@ class Sample:
     hr: np.ndarray  # float32 (H, W) in [0, 1]
     modality: str
     path: Path
+    step: float = 0.0  # the source's value grid in [0, 1] units; LR images are rounded to it
 
 
 def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,
@@ -49,6 +50,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
             log.warning("skipping %s", exc)
             continue
         norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        step = norm.grid_step(image.frames[0], image.dtype)
         for frame in image.frames:
             if min(frame.shape) < min_size:
                 continue
@@ -57,7 +59,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
                 hr = ndimage.median_filter(hr, size=3)
             elif denoise == "gaussian":
                 hr = ndimage.gaussian_filter(hr, 0.5)
-            samples.append(Sample(hr.astype(np.float32), modality, path))
+            samples.append(Sample(hr.astype(np.float32), modality, path, step))
             counts[modality] = counts.get(modality, 0) + 1
     if not samples:
         raise FileNotFoundError(f"no readable images under {root}" + (f" in '{split}' folders" if split else ""))
@@ -138,20 +140,23 @@ class PatchSampler:
         window = img[y0:y1, x0:x1]
         return ndimage.map_coordinates(window, [sy - y0, sx - x0], order=3, mode="reflect").clip(0, 1).astype(np.float32)
 
-    def hr_patch(self) -> np.ndarray:
-        """One augmented HR patch, preferring patches with content (not empty background)."""
+    def hr_patch(self) -> tuple[np.ndarray, float]:
+        """One augmented HR patch, preferring patches with content (not empty background), and
+        its source's value grid (:attr:`Sample.step`)."""
         for _ in range(CONTENT_TRIES):
-            img = self._pick().hr
+            sample = self._pick()
+            img = sample.hr
             h, w = img.shape
             y, x = int(self.rng.integers(h - self.patch + 1)), int(self.rng.integers(w - self.patch + 1))
             patch = self._geometric(img, y, x)
             if patch.std() > CONTENT_STD:
                 break
-        return _dihedral([patch], self.rng)[0]
+        return _dihedral([patch], self.rng)[0], sample.step
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        hrs = [self.hr_patch() for _ in range(size)]
-        lrs = [degrade(h, self.scale, self.blur_sigma, self.noise_sigma, self.rng) for h in hrs]
+        drawn = [self.hr_patch() for _ in range(size)]
+        hrs = [h for h, _ in drawn]
+        lrs = [degrade(h, self.scale, self.blur_sigma, self.noise_sigma, self.rng, step) for h, step in drawn]
         return np.stack(lrs)[:, None], np.stack(hrs)[:, None]
 
 
@@ -200,6 +205,6 @@ def validation_set(samples: list[Sample], scale: int, per_modality: int = 4, cro
         c = min(crop, h, w) // scale * scale
         y, x = (h - c) // 2 // scale * scale, (w - c) // 2 // scale * scale
         hr = hr[y:y + c, x:x + c]
-        out.append((degrade(hr, scale), hr, s.modality))
+        out.append((degrade(hr, scale, step=s.step), hr, s.modality))
         counts[s.modality] = counts.get(s.modality, 0) + 1
     return out

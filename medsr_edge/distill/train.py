@@ -359,9 +359,13 @@ class Run:
 def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage: str = "psnr",
                   init: str | Path | None = None, pixel_weight: float | None = None,
                   perceptual_weight: float = 1.0, gan_weight: float = 5e-3, disc_config: str = "discriminator",
-                  perceptual: str = "auto") -> Path:
+                  perceptual: str = "auto", disc_lr: float | None = None) -> Path:
     """Train the RRDBNet teacher. ``stage="psnr"``: L1 only. ``stage="gan"``: ESRGAN losses
-    (pixel 1e-2, perceptual 1, RaGAN 5e-3 by default), initialised from ``init`` (the PSNR model)."""
+    (pixel 1e-2, perceptual 1, RaGAN 5e-3 by default), initialised from ``init`` (the PSNR model).
+
+    ``disc_lr``: the discriminator's learning rate (default ``opts.lr``; a larger one is the two
+    time-scale update rule). Learning rates given now apply on resume too, so a stalled run can be
+    continued with a faster discriminator."""
     if stage not in ("psnr", "gan"):
         raise ValueError("stage must be 'psnr' or 'gan'")
     run = Run(opts, f"teacher-{stage}")
@@ -383,11 +387,16 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
         pixel_weight = 1.0 if pixel_weight is None else pixel_weight
     else:
         disc = ctx.wrap(build_model(disc_config))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=ADAM_BETAS)
+        disc_lr = opts.lr if disc_lr is None else disc_lr
+        opt_d = torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=ADAM_BETAS)
         percep = PerceptualLoss(perceptual).to(ctx.device)
         modules.update(disc=disc, opt_d=opt_d)
         pixel_weight = 1e-2 if pixel_weight is None else pixel_weight
     start = run.resume(modules)
+    if stage == "gan":  # no schedule in the GAN stage: the rates of this command win over the checkpoint's
+        for opt, rate in ((opt_g, opts.lr), (opt_d, disc_lr)):
+            for group in opt.param_groups:
+                group["lr"] = rate
     if start >= opts.iters:
         log.info("%s already complete (%d iterations) in %s", run.kind, start, run.out)
         return run.out / "model.safetensors"
@@ -432,7 +441,8 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
     extra = {"config": cfg, "stage": stage, "init": str(init) if init else None,
              "losses": ({"l1": 1.0} if stage == "psnr" else
                         {"pixel_l1": pixel_weight, "perceptual": perceptual_weight, "ragan": gan_weight,
-                         "perceptual_mode": percep.mode}), "ema_decay": opts.ema_decay}
+                         "perceptual_mode": percep.mode}), "ema_decay": opts.ema_decay,
+             **({"disc": disc_config, "disc_lr": disc_lr} if stage == "gan" else {})}
     run.loop(start, step, lambda: ema.module,
              lambda it: run.save(it, modules, ema.module, cfg, extra))
     return run.out / "model.safetensors"
@@ -451,7 +461,7 @@ def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = 
     lrs, hrs, outs, mods = [], [], [], []
     for s in tqdm(samples, desc="teacher cache", mininterval=5):
         hr = crop_to_multiple(s.hr, scale)
-        lr = degrade(hr, scale)
+        lr = degrade(hr, scale, step=s.step)
         out = np.empty_like(hr)
         pad = CACHE_PAD
         h, w = lr.shape

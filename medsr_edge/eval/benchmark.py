@@ -78,10 +78,12 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
             if left_out is not None:
                 left_out.append(str(exc))
             continue
-        hr = crop_to_multiple(Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0]), scale)
+        norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+        hr = crop_to_multiple(norm.forward(img.frames[0]), scale)
         if min(hr.shape) < 8 * scale:
             continue
-        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, degrade(hr, scale), hr, f))
+        lr = degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))
+        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, lr, hr, f))
         counts[modality] = counts.get(modality, 0) + 1
     if not out:
         raise MedsrError(f"{data}: no readable images" + (f" in '{split}' folders" if split else ""))

@@ -106,7 +106,7 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
 
     norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
     gt = crop_to_multiple(norm.forward(image.frames[0]), scale)
-    lr = degrade(gt, scale)
+    lr = degrade(gt, scale, step=norm.grid_step(image.frames[0], image.dtype))
     panels = [Panel(f"LR input (1/{scale})", np.kron(lr, np.ones((scale, scale), np.float32)), error=False),
               Panel("bicubic", np.clip(upscale_bicubic(lr, scale), 0, 1))]
     panels += [Panel(label, enh.enhance_array(lr)) for label, enh in enhancers.items()]

@@ -68,13 +68,14 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
         except ImageReadError as exc:
             log.warning("calibration: skipping %s", exc)
             continue
-        hr = Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0])
+        norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+        hr = norm.forward(img.frames[0])
         h, w = hr.shape
         if crop:
             c = min(crop, h, w) // scale * scale
             hr = hr[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
         hr = crop_to_multiple(hr, scale)
-        lrs.append(degrade(hr, scale)), hrs.append(hr), names.append(str(f))
+        lrs.append(degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))), hrs.append(hr), names.append(str(f))
     if len(lrs) < 4:
         raise ModelError(f"{data}: need at least 4 readable calibration images, found {len(lrs)}")
     n_check = max(int(len(lrs) * holdout), 2)

@@ -26,6 +26,17 @@ class Normalizer:
         lo, hi = float(np.min(frames)), float(np.max(frames))
         return cls(lo, hi if hi > lo else lo + 1.0, invert)
 
+    def grid_step(self, frame: np.ndarray, dtype: np.dtype) -> float:
+        """The spacing of stored values in [0, 1] units: 1/255 for 8-bit images, the smallest gap
+        between the values of ``frame`` (the rescale slope) for other integer images, 0 for float
+        pixels. A low-resolution image made for training or scoring is rounded to it."""
+        if np.dtype(dtype) == np.uint8:
+            return 1.0 / 255.0
+        if not np.issubdtype(np.dtype(dtype), np.integer):
+            return 0.0
+        gaps = np.diff(np.unique(np.asarray(frame)))
+        return float(gaps.min()) / (self.hi - self.lo) if gaps.size else 0.0
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Modality units -> float32 in [0, 1]."""
         y = ((np.asarray(x, np.float64) - self.lo) / (self.hi - self.lo)).astype(np.float32)
