@@ -126,3 +126,21 @@ def test_real_raster_images_read():
         f = next(SHARED.glob(pattern))
         im = read_image(f)
         assert im.dtype == np.uint8 and im.frames.ndim == 3
+
+
+def test_degrade_rounds_to_the_given_value_grid():
+    hr = phantom(64)
+    levels = degrade(hr, 4, step=1 / 255) * 255
+    assert np.abs(levels - np.round(levels)).max() < 1e-4
+    assert np.abs(degrade(hr, 4, step=1 / 255) - degrade(hr, 4)).max() <= 0.5 / 255 + 1e-6
+    unrounded = degrade(hr, 4) * 255
+    assert np.abs(unrounded - np.round(unrounded)).max() > 0.1  # the default stays continuous
+
+
+def test_grid_step_of_8_bit_integer_and_float_images():
+    u8 = np.array([[0, 10], [20, 255]], np.uint8)
+    assert Normalizer.for_image(u8[None], u8.dtype).grid_step(u8, u8.dtype) == pytest.approx(1 / 255)
+    hu = np.array([[-1000.0, -998.0], [40.0, 1000.0]])  # stored int16 with rescale slope 2
+    norm = Normalizer.for_image(hu[None], np.dtype(np.int16))
+    assert norm.grid_step(hu, np.dtype(np.int16)) == pytest.approx(2 / 2000)
+    assert norm.grid_step(hu, np.dtype(np.float32)) == 0.0

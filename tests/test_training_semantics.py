@@ -171,3 +171,42 @@ def test_perceptual_loss_uses_imagenet_vgg16_and_is_a_distance():
     loss(sr, x).backward()
     assert sr.grad.abs().sum() > 0
     assert PerceptualLoss("feature-matching").mode == "feature-matching"
+
+
+def test_gan_stage_weights_and_discriminator_rate_are_used_and_win_on_resume(phantom_dir, tmp_path):
+    """The loss weights and the discriminator's learning rate given on the command line are the
+    ones used and recorded, also when a run is resumed from a checkpoint saved with other rates."""
+    from medsr_edge.distill.train import train_teacher
+    from medsr_edge.models.checkpoint import load_model
+
+    init = tmp_path / "psnr"
+    train_teacher(_opts(phantom_dir, init, 1), "esrgan-tiny")
+    out = tmp_path / "gan"
+    kw = dict(stage="gan", init=init, disc_config="discriminator-small", perceptual="feature-matching")
+    train_teacher(_opts(phantom_dir, out, 2, lr=1e-4), disc_lr=1e-4, **kw)
+    assert torch.load(out / "ckpt" / "last.pt", weights_only=True)["opt_d"]["param_groups"][0]["lr"] == 1e-4
+    train_teacher(_opts(phantom_dir, out, 4, lr=5e-5), disc_lr=4e-4, pixel_weight=1.0, perceptual_weight=0.02,
+                  gan_weight=0.1, **kw)
+    state = torch.load(out / "ckpt" / "last.pt", weights_only=True)
+    assert state["iter"] == 4
+    assert state["opt_d"]["param_groups"][0]["lr"] == 4e-4
+    assert state["opt_g"]["param_groups"][0]["lr"] == 5e-5
+    meta = load_model(out)[2]
+    assert meta["losses"]["pixel_l1"] == 1.0 and meta["losses"]["perceptual"] == 0.02 and meta["losses"]["ragan"] == 0.1
+    assert meta["disc_lr"] == 4e-4 and meta["disc"] == "discriminator-small"
+
+
+def test_training_lr_patches_lie_on_the_source_value_grid(phantom_dir):
+    """LR patches of 8-bit images are whole multiples of 1/255, those of 16-bit images whole
+    multiples of one stored level, 1 / (max - min): a real LR image is stored, never a float."""
+    from PIL import Image
+
+    samples = load_samples(phantom_dir, "train")
+    for modality in ("mri", "ct"):
+        mine = [s for s in samples if s.modality == modality]
+        stored = np.asarray(Image.open(mine[0].path)).astype(np.int64)
+        expected = 1 / 255 if stored.max() <= 255 and modality == "mri" else 1 / (stored.max() - stored.min())
+        assert mine[0].step == pytest.approx(expected)
+        lr, _ = PatchSampler(mine[:1], 32, 4, seed=3).batch(8)
+        levels = lr / mine[0].step
+        assert np.abs(levels - np.round(levels)).max() < 1e-3, modality
