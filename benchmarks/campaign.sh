@@ -79,7 +79,7 @@ EOF
     medsr-edge export --model "campaign/$run" --format pytorch -o "$W/$name.safetensors" "${X[@]}"
     medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$W/$name-fp16.onnx" "${X[@]}"
     medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" "${X[@]}" \
-      --calib-data "$DATA" --calib-split val --calib-method percentile --int8-float-convs 3 --max-gt-drop 0.2
+      --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3
     echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
   fi
   rm -rf "$tmp"

@@ -47,6 +47,22 @@ def test_onnx_export_is_verified_and_carries_metadata(student_ckpt, tmp_path):
     assert backend.run(np.zeros((2, 1, 9, 13), np.float32)).shape == (2, 1, 36, 52)  # dynamic N/H/W
 
 
+def test_int8_keeps_the_tail_input_in_float_for_reppfanet(tmp_path):
+    """RepPFANet's 1x1 fusion convolution feeds the tail: it stays float, so the tail's input is
+    not an 8-bit tensor; its body convolutions are quantized."""
+    from medsr_edge.export.quantize import float_nodes
+
+    torch.manual_seed(0)
+    cfg = {"name": "reppfa-test", "type": "RepPFANet", "num_feat": 8, "num_block": 2, "expand": 2, "scale": 4}
+    ckpt = save_model(tmp_path / "run" / "model.safetensors", build_model(cfg), cfg, {"scale": 4, "iterations": 1})
+    fp32, _ = export_onnx(ckpt, tmp_path / "p.onnx")
+    model = onnx.load(str(fp32))
+    kept = float_nodes(model)
+    assert "/fuse/Conv" in kept and "/tail/fused/Conv" in kept
+    assert not any(n.startswith("/body") for n in kept)
+    assert kept.count("/fuse/Conv") == 1 and len(set(kept)) == len(kept)
+
+
 def test_int8_and_fp16(student_ckpt, tmp_path):
     fp32, _ = export_onnx(student_ckpt, tmp_path / "s.onnx")
     hrs = [phantom(64, seed=s) for s in range(8)]

@@ -210,3 +210,17 @@ def test_training_lr_patches_lie_on_the_source_value_grid(phantom_dir):
         lr, _ = PatchSampler(mine[:1], 32, 4, seed=3).batch(8)
         levels = lr / mine[0].step
         assert np.abs(levels - np.round(levels)).max() < 1e-3, modality
+
+
+def test_log_reads_back_as_one_increasing_run(tmp_path):
+    """Rows of a lineage abandoned at an earlier checkpoint are replaced by the rows that redo
+    those iterations, rows past the resumed checkpoint are dropped, and iterations stay integers."""
+    from medsr_edge.distill.train import RunLog
+
+    (tmp_path / "log.csv").write_text("iter,time_s,loss\n50,1,0.5\n100,2,0.4\n150,3,0.3\n100.0,9,0.41\n150.0,10,0.31\n200,11,0.2\n")
+    log = RunLog(tmp_path, "t")
+    assert [(r["iter"], r["time_s"]) for r in log.rows] == [(50, 1), (100, 9), (150, 10), (200, 11)]
+    log.truncate(150)
+    log.add({"iter": 200, "time_s": 12.0, "loss": 0.19})
+    text = (tmp_path / "log.csv").read_text().splitlines()
+    assert text[1:] == ["50,1.0,0.5", "100,9.0,0.41", "150,10.0,0.31", "200,12.0,0.19"]

@@ -393,7 +393,7 @@ def export(
     calib_split: Optional[str] = typer.Option(None, help="Only files in folders of this name, e.g. val."),
     calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile."),
     calib_images: int = typer.Option(48, help="Number of calibration images (a quarter is held back for the check)."),
-    max_gt_drop: float = typer.Option(0.15, help="Refuse INT8 that loses more PSNR against ground truth than FP32 (dB)."),
+    max_gt_drop: float = typer.Option(0.1, help="Refuse INT8 that loses more PSNR against ground truth than FP32 (dB)."),
     min_psnr_vs_fp32: float = typer.Option(40.0, help="Refuse INT8 whose output is further from FP32 (dB)."),
     int8_float_convs: int = typer.Option(0, help="INT8: keep this many convolutions after the first in float as well (lower noise floor, less speed-up)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),

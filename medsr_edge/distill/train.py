@@ -137,14 +137,28 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class RunLog:
-    """CSV log of losses and validation metrics, plus a PNG of the curves next to it."""
+    """CSV log of losses and validation metrics, plus a PNG of the curves next to it.
+
+    The log reads back as one run with increasing iterations: a row whose iteration is not past
+    the one before it replaces the rows it overlaps (they came from a lineage abandoned at an
+    earlier checkpoint), and :meth:`truncate` drops the rows past the checkpoint a run resumes from.
+    """
 
     def __init__(self, out: Path, title: str) -> None:
         self.path, self.png, self.title = out / "log.csv", out / "curves.png", title
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
             with open(self.path) as fh:
-                self.rows = [{k: float(v) if v not in ("", None) else None for k, v in r.items()} for r in csv.DictReader(fh)]
+                for r in csv.DictReader(fh):
+                    row = {k: float(v) if v not in ("", None) else None for k, v in r.items()}
+                    row["iter"] = int(row["iter"])
+                    while self.rows and self.rows[-1]["iter"] >= row["iter"]:
+                        self.rows.pop()
+                    self.rows.append(row)
+
+    def truncate(self, last_iter: int) -> None:
+        """Forget rows past ``last_iter`` (the checkpoint a run resumes from); written with the next row."""
+        self.rows = [r for r in self.rows if r["iter"] <= last_iter]
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -274,6 +288,8 @@ class Run:
             unwrap(obj).load_state_dict(state[name]) if isinstance(obj, nn.Module) else obj.load_state_dict(state[name])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         self.resumed_at = int(state["iter"])
+        if self.log:
+            self.log.truncate(self.resumed_at)
         log.info("resumed from %s at iteration %d", self.ckpt, state["iter"])
         return self.resumed_at
 

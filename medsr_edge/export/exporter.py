@@ -32,7 +32,7 @@ class ExportOptions:
     calib_split: str | None = None
     calib_method: str = "minmax"
     calib_images: int = 48
-    max_gt_drop: float = 0.15
+    max_gt_drop: float = 0.1
     min_psnr_vs_fp32: float = 40.0
     int8_float_convs: int = 0
     opset: int = 17
