@@ -107,3 +107,33 @@ def test_export_refuses_to_replace_its_input_or_an_existing_file(tmp_path, stude
     assert src.read_bytes() == before and (tmp_path / "taken.onnx").read_bytes() == b"keep"
     res = runner.invoke(app, ["export", "--model", str(src), "--format", "onnx", "-o", str(tmp_path / "taken.onnx"), "--overwrite"])
     assert res.exit_code == 0, res.output
+
+
+def test_fidelity_rule():
+    from medsr_edge.core.metrics import fidelity_failures, is_gan_model
+
+    assert fidelity_failures({"ct": (30.0, 30.4), "mri": (29.0, 29.6)}) == {"mri": (29.0, 29.6)}
+    assert is_gan_model("student-x4-gan") and is_gan_model("run", {"stage": "gan"}) and not is_gan_model("student-x4")
+
+
+def test_export_refuses_a_gan_model_below_bicubic(phantom_dir, tmp_path):
+    """A GAN-trained model that falls more than 0.5 dB below bicubic on the held-back images is
+    not exported in any format, nor without real images to check it on; the same weights under a
+    non-GAN name export (the guard is for GAN models)."""
+    from medsr_edge.export.exporter import ExportOptions, export_model
+
+    torch.manual_seed(0)
+    cfg = {"name": "gan-test", "type": "RepSRNet", "num_feat": 8, "num_block": 1, "scale": 4}
+    net = build_model(cfg)
+    for p in net.parameters():
+        p.data += 0.5 * torch.randn_like(p)  # far from bicubic
+    ckpt = save_model(tmp_path / "student-x4-gan" / "model.safetensors", net, cfg, {"scale": 4, "stage": "gan"})
+    for fmt in ("onnx", "pytorch", "onnx-int8"):
+        out = tmp_path / f"out-{fmt}"
+        with pytest.raises(ModelError, match="fidelity guard: more than 0.5 dB below bicubic in ct, mri"):
+            export_model(ckpt, fmt, ExportOptions(output=out, calib_data=phantom_dir, calib_split="val"), report=lambda s: None)
+        assert not out.exists()
+    with pytest.raises(ModelError, match="GAN-trained: its fidelity guard needs real images"):
+        export_model(ckpt, "onnx", ExportOptions(output=tmp_path / "x.onnx"), report=lambda s: None)
+    plain = save_model(tmp_path / "plain" / "model.safetensors", net, cfg, {"scale": 4})
+    assert export_model(plain, "pytorch", ExportOptions(output=tmp_path / "p.safetensors"), report=lambda s: None).is_file()

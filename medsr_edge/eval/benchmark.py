@@ -23,7 +23,7 @@ from .. import __version__
 from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
 from ..core.errors import ImageReadError, MedsrError, first_line
 from ..core.formats import FORMATS, Format
-from ..core.metrics import psnr, ssim
+from ..core.metrics import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model, psnr, ssim
 from ..core.sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
 from ..runtime.io import discover, read_image
 from ..runtime.models import shipped_models, weights_dir
@@ -274,9 +274,6 @@ HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", 
            "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID", "FD-VGG16"]
 
 
-FIDELITY_MARGIN_DB = 0.5  # a GAN model may fall at most this far below bicubic in any modality
-
-
 def fidelity_guard(rows: list[Row], margin_db: float = FIDELITY_MARGIN_DB) -> list[str]:
     """Flag every GAN-trained row (``gan`` in its name) whose PSNR in some modality is more than
     ``margin_db`` below bicubic's: hallucinated detail in a medical image is a defect, so such a
@@ -286,10 +283,10 @@ def fidelity_guard(rows: list[Row], margin_db: float = FIDELITY_MARGIN_DB) -> li
     if bic is None:
         return failures
     for r in rows:
-        if "gan" not in r.name or r.status != "ok":
+        if not is_gan_model(r.name) or r.status != "ok":
             continue
-        low = {m: (v["psnr"], bic.per_modality[m]["psnr"]) for m, v in r.per_modality.items()
-               if m in bic.per_modality and v["psnr"] < bic.per_modality[m]["psnr"] - margin_db}
+        low = fidelity_failures({m: (v["psnr"], bic.per_modality[m]["psnr"]) for m, v in r.per_modality.items()
+                                 if m in bic.per_modality}, margin_db)
         if low:
             detail = ", ".join(f"{m} {a:.2f} vs bicubic {b:.2f} dB" for m, (a, b) in sorted(low.items()))
             r.status, r.reason = "refused", f"fidelity guard: more than {margin_db} dB below bicubic ({detail})"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core.errors import BackendUnavailable, ModelError
 from ..core.formats import get_format
+from ..core.metrics import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..models.checkpoint import load_model, read_metadata, save_model
 from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
 from .quantize import convert_fp16, load_calibration_set, quantize_int8
@@ -77,6 +78,8 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
     ckpt = resolve_checkpoint(model)
     base = opts.name or (Path(model).name if not Path(model).exists()
                          else (ckpt.parent.name if ckpt.name == "model.safetensors" else ckpt.stem))
+    if is_gan_model(base, read_metadata(ckpt)[1]):
+        report(fidelity_check(ckpt, base, opts))
     if format == "pytorch":
         return _export_pytorch(ckpt, base, opts)
     fmt = resolve_format(format, opts.precision)
@@ -110,6 +113,37 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
         elif fmt.backend == "tensorrt":
             _build_engine(fp32, out, fmt.precision, base, Path(tmp), calib, opts, q, report)
     return out
+
+
+def fidelity_check(ckpt: Path, name: str, opts: ExportOptions) -> str:
+    """The fidelity guard for GAN-trained models: on the held-back calibration images, PSNR per
+    modality must not fall more than FIDELITY_MARGIN_DB below bicubic's. Raises ModelError
+    (nothing is written) on a failure or when there are no real images to check on."""
+    import numpy as np
+    import torch
+
+    from ..core.degradation import upscale_bicubic
+    from ..core.metrics import psnr
+
+    if opts.calib_data is None:
+        raise ModelError(f"{name} is GAN-trained: its fidelity guard needs real images; pass --calib-data DIR "
+                         "(e.g. ../shared/data with --calib-split val)")
+    scale = int(read_metadata(ckpt)[1].get("scale", 4))
+    calib = load_calibration_set(opts.calib_data, scale, opts.calib_images, split=opts.calib_split)
+    net = load_model(ckpt)[0].eval()
+    scores: dict[str, tuple[list[float], list[float]]] = {}
+    with torch.no_grad():
+        for lr, hr, modality in zip(calib.check_lr, calib.check_hr, calib.check_modalities):
+            sr = net(torch.from_numpy(lr)[None, None]).clamp(0, 1)[0, 0].numpy()
+            mine, bic = scores.setdefault(modality, ([], []))
+            mine.append(psnr(sr, hr, scale)), bic.append(psnr(np.clip(upscale_bicubic(lr, scale), 0, 1), hr, scale))
+    per_modality = {m: (float(np.mean(a)), float(np.mean(b))) for m, (a, b) in scores.items()}
+    detail = ", ".join(f"{m} {a:.2f} vs bicubic {b:.2f} dB" for m, (a, b) in sorted(per_modality.items()))
+    low = fidelity_failures(per_modality)
+    if low:
+        raise ModelError(f"{name}: fidelity guard: more than {FIDELITY_MARGIN_DB} dB below bicubic in "
+                         f"{', '.join(sorted(low))} ({detail}) on {len(calib.check_lr)} held-back images; nothing written")
+    return f"fidelity guard passed on {len(calib.check_lr)} held-back images: {detail}"
 
 
 def _export_pytorch(ckpt: Path, base: str, opts: ExportOptions) -> Path:

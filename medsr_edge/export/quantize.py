@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class CalibrationSet:
     check_lr: list[np.ndarray]
     check_hr: list[np.ndarray]
     sources: list[str]
+    check_modalities: list[str] = field(default_factory=list)  # one per check image
 
 
 def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, crop: int | None = None,
@@ -54,6 +55,7 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
     for f, m in files:
         by_mod.setdefault(m, []).append(f)
     chosen: list[Path] = []
+    modality_of = {f: m for f, m in files}
     i = 0
     while len(chosen) < max_images and any(i < len(v) for v in by_mod.values()):
         for m in sorted(by_mod):  # round robin: every modality is represented
@@ -61,7 +63,7 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
             if i * step < len(by_mod[m]) and len(chosen) < max_images:
                 chosen.append(by_mod[m][i * step])
         i += 1
-    lrs, hrs, names = [], [], []
+    lrs, hrs, names, mods = [], [], [], []
     for f in chosen:
         try:
             img = read_image(f)
@@ -76,13 +78,14 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
             hr = hr[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
         hr = crop_to_multiple(hr, scale)
         lrs.append(degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))), hrs.append(hr), names.append(str(f))
+        mods.append(modality_of[f])
     if len(lrs) < 4:
         raise ModelError(f"{data}: need at least 4 readable calibration images, found {len(lrs)}")
     n_check = max(int(len(lrs) * holdout), 2)
     # Each calibration image also in inverted contrast: bright borders and backgrounds (collimated
     # radiographs, MONOCHROME1 displays) then fall inside the calibrated activation ranges.
     calib = [x for lr in lrs[n_check:] for x in (lr, 1.0 - lr)]
-    return CalibrationSet(calib, lrs[:n_check], hrs[:n_check], names)
+    return CalibrationSet(calib, lrs[:n_check], hrs[:n_check], names, mods[:n_check])
 
 
 def calibration_tiles(images: list[np.ndarray], side: int = 64) -> list[np.ndarray]:
