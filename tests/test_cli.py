@@ -104,6 +104,20 @@ def test_info_lists_backends():
     assert code == 0 and "onnxruntime" in out and "medsr-edge" in out
 
 
+def test_info_marks_the_default_and_gan_models_opt_in(tmp_path, tiny_onnx, monkeypatch):
+    import shutil
+
+    for name in ("student-x4", "student-x4-gan", "teacher-x4"):
+        shutil.copy(tiny_onnx, tmp_path / f"{name}.onnx")
+    monkeypatch.setenv("MEDSR_EDGE_WEIGHTS", str(tmp_path))
+    code, out, _ = run("info")
+    lines = {ln.split(":")[0].strip(): ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert code == 0
+    assert "[default]" in lines["student-x4"] and "opt-in" not in lines["student-x4"]
+    assert "[GAN-trained, opt-in: --model student-x4-gan]" in lines["student-x4-gan"]
+    assert "[" not in lines["teacher-x4"]
+
+
 def test_export_engine_without_tensorrt_is_one_line():
     pytest.importorskip("torch")
     try:

@@ -165,7 +165,8 @@ def info() -> None:
 
     import onnxruntime as ort
 
-    from ..runtime.models import model_card, shipped_models, weights_dir
+    from ..core.metrics import is_gan_model
+    from ..runtime.models import DEFAULT_MODEL, model_card, shipped_models, weights_dir
 
     typer.echo(f"medsr-edge {__version__} (Python {platform.python_version()}, {platform.machine()})")
     typer.echo(f"models in {weights_dir()}:")
@@ -176,6 +177,10 @@ def info() -> None:
         card = model_card(name)
         res = card.get("results", {}).get("mean", {})
         summary = f"  PSNR {res['psnr']:.2f} dB / SSIM {res['ssim']:.4f} on the test split" if res else ""
+        if name == DEFAULT_MODEL:
+            summary += "  [default]"
+        elif is_gan_model(name, card.get("training", {})):
+            summary += f"  [GAN-trained, opt-in: --model {name}]"
         typer.echo(f"  {name}: " + ", ".join(f"{f.name} ({f.stat().st_size / 1e6:.2f} MB)" for f in files) + summary)
     typer.echo("backends:")
     typer.echo(f"  onnxruntime {ort.__version__}: providers {', '.join(ort.get_available_providers())}; "
