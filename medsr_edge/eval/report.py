@@ -34,6 +34,7 @@ class BenchRequest:
     gallery: Path | None = None
     fid_weights: Path | None = None
     fd_vgg16: bool = False  # Fréchet distance on VGG16 features (slow on a CPU: VGG16 per 240-pixel crop)
+    frd: bool = False  # Fréchet Radiomics Distance v1 (frd-score; about 1 s per image on a CPU)
 
 
 def bench_report(req: BenchRequest, console) -> dict:
@@ -64,8 +65,17 @@ def bench_report(req: BenchRequest, console) -> dict:
             fd = VGG16FrechetScorer(req.threads)
         except FidUnavailable as exc:
             console.print(f"  fd_vgg16 skipped: {exc}", style="dim")
+    frd = None
+    if req.frd:
+        from .frd import FRDScorer
+
+        try:
+            frd = FRDScorer()
+        except FidUnavailable as exc:
+            console.print(f"  frd skipped: {exc}", style="dim")
     rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
-                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd)
+                            progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd,
+                            frd=frd)
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
     guard = bm.fidelity_guard(rows)
