@@ -55,3 +55,26 @@ def test_error_scale_is_set_by_the_tissue_in_the_window():
     err[:, 15:25] = 500.0  # edge error
     assert error_scale([err], gt, (0.4, 0.6), margin=8) == pytest.approx(2.0)
     assert error_scale([err], gt, (0.0, 1.01), margin=0) == pytest.approx(500.0)
+
+
+def test_compare_cli_adds_the_gan_panel_when_a_gan_model_is_shipped(tmp_path, tiny_onnx, ct_small, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medsr_edge.cli.main import app
+
+    weights = tmp_path / "w"
+    weights.mkdir()
+    for name in ("student-x4", "teacher-x4"):
+        shutil.copy(tiny_onnx, weights / f"{name}.onnx")
+    monkeypatch.setenv("MEDSR_EDGE_WEIGHTS", str(weights))
+    res = CliRunner().invoke(app, ["compare", str(ct_small), "-o", str(tmp_path / "a.png")])
+    assert res.exit_code == 0, res.output
+    assert "GAN student" not in res.stdout and "teacher" in res.stdout
+    shutil.copy(tiny_onnx, weights / "student-x4-gan.onnx")
+    res = CliRunner().invoke(app, ["compare", str(ct_small), "-o", str(tmp_path / "b.png")])
+    assert res.exit_code == 0, res.output
+    assert "GAN student" in res.stdout
+    res = CliRunner().invoke(app, ["compare", str(ct_small), "--gan", "", "-o", str(tmp_path / "c.png")])
+    assert res.exit_code == 0 and "GAN student" not in res.stdout

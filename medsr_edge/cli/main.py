@@ -482,19 +482,22 @@ def compare(
     scale: int = typer.Option(4, help="Scale of the shipped models to compare (2 or 4)."),
     student: Optional[str] = typer.Option(None, help="Student model name (default student-xS)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default teacher-xS; '' to leave out)."),
+    gan: Optional[str] = typer.Option(None, help="GAN-trained model for a panel of its own (default student-xS-gan when shipped; '' to leave out)."),
     roi: Optional[str] = typer.Option(None, help="Zoom region X,Y,W,H in ground-truth pixels (default: most detail)."),
     window: Optional[str] = typer.Option(None, help="Display window preset: lung, soft-tissue, bone, brain (default: the DICOM's)."),
     tile: int = 256,
 ) -> None:
-    """Figure: LR, bicubic, student FP32/INT8, teacher, ground truth, zoom insets and error maps."""
+    """Figure: LR, bicubic, student FP32/INT8, GAN student, teacher, ground truth, zoom insets and error maps."""
     with needs("eval", "compare"):
         import matplotlib  # noqa: F401
         import skimage  # noqa: F401
     from ..eval.figures import WINDOW_PRESETS, comparison_figure
     from ..runtime.enhancer import Enhancer
     from ..runtime.io import read_image
+    from ..runtime.models import shipped_models
 
     student = student or f"student-x{scale}"
+    gan = (f"student-x{scale}-gan" if f"student-x{scale}-gan" in shipped_models() else "") if gan is None else gan
     teacher = f"teacher-x{scale}" if teacher is None else teacher
     if window and window not in WINDOW_PRESETS:
         fail(f"--window must be one of {', '.join(WINDOW_PRESETS)}")
@@ -513,6 +516,8 @@ def compare(
                 enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile, scale=scale)
             except MedsrError as exc:
                 typer.echo(f"note: {label} left out: {exc}", err=True)
+        if gan:
+            enh["GAN student"] = Enhancer(gan, "onnxruntime", "fp32", tile=tile, scale=scale)
         if teacher:
             enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile, scale=scale)
         result = comparison_figure(img, enh, scale, output, box, window)
