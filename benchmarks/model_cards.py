@@ -2,10 +2,12 @@
 
     python benchmarks/model_cards.py --bench docs/bench-test-x4.json \
         --run teacher-x4=runs/teacher-x4-psnr --run student-x4=runs/student-x4 \
-        [--run teacher-gan-x4=runs/teacher-x4-gan] [--init-run student-x4=runs/student-x4] --data ../shared/data
+        [--run student-x4-gan=campaign/student-x4-gan] [--init-run student-x4=runs/student-x4] \
+        [--perceptual docs/bench-perceptual-x4.json] --data ../shared/data
 
 ``--init-run NAME=RUN``: the run that NAME's run was initialised from (``distill --init``), so that
-the card states both stages.
+the card states both stages. ``--perceptual``: a bench JSON with the ``fd_vgg16``/``frd`` columns,
+whose rows go into the cards of the models it measured (GAN and PSNR students against bicubic).
 
 Every figure in a card is copied from the training run's own metadata (iterations, wall time,
 hardware, validation) or from the benchmark JSON (test split PSNR/SSIM per modality); nothing is
@@ -47,14 +49,25 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
                  "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
-                 "train_images")
+                 "train_images", "disc", "disc_lr")
 
 
 def training(meta: dict) -> dict:
     return {k: meta.get(k) for k in TRAINING_KEYS}
 
 
-def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = None) -> dict:
+def perceptual(bench: dict | None, name: str) -> dict | None:
+    """{row name: {fd_vgg16, frd, per_modality}} of the bicubic, PSNR-student and ``name`` rows."""
+    if not bench or not bench_rows(bench, name):
+        return None
+    keep = {"bicubic", name, f"student-x{bench.get('scale', 4)}"}
+    return {"images": bench.get("images"), "split": bench.get("split"),
+            "rows": {r["name"]: {"fd_vgg16": r.get("fd_vgg16"), "frd": r.get("frd"),
+                                 "per_modality": {m: {k: v.get(k) for k in ("fd_vgg16", "frd")} for m, v in r["per_modality"].items()}}
+                     for r in bench["rows"] if r["name"] in keep and r["status"] == "ok" and r["format"] in ("-", "onnx")}}
+
+
+def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = None, percep: dict | None = None) -> dict:
     config, meta = read_metadata(run)
     rows = bench_rows(bench, name)
     bicubic = next(r for r in bench["rows"] if r["name"] == "bicubic")
@@ -84,8 +97,14 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
         "initialised_from": {"run": str(init_run), **training(read_metadata(init_run)[1])} if init_run else None,
         "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
         "results": results,
+        "fidelity_guard": bench.get("fidelity_guard") if meta.get("stage") == "gan" else None,
+        "perceptual": perceptual(percep, name),
         "benchmark_environment": bench.get("environment"),
     }
+
+
+def f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def markdown(c: dict) -> str:
@@ -104,9 +123,15 @@ def markdown(c: dict) -> str:
         lines.insert(4, f"- First stage ({first['run']}): {first.get('kind')}, {first.get('iterations')} iterations, batch {first.get('batch')}, "
                         f"HR patch {first.get('patch')}, wall time {round((first.get('wall_time_s') or 0) / 60)} min, "
                         f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB. Then, from those weights:")
+    if t.get("stage") == "gan":
+        lines.insert(1, "")
+        lines.insert(1, f"GAN-trained, opt-in (`--model {c['name']}`): sharper texture, lower PSNR than the default student. "
+                        "Its output may contain detail that is not in the patient; use it for viewing, not measurement.")
+        lines.append(f"- GAN stage from {t.get('init')}: relativistic average GAN with the {t.get('disc')} discriminator "
+                     f"(learning rate {t.get('disc_lr')}, generator {t.get('lr')})")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
-    elif t.get("kind") == "student":
+    elif t.get("kind") == "student" and t.get("stage") != "gan":
         lines.append("- Trained on the ground truth alone, with no teacher: the shipped teacher (esrgan-small, CPU-trained) "
                      "is weaker than this student on the test split, so distilling from it would pull the student down")
     lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
@@ -128,6 +153,19 @@ def markdown(c: dict) -> str:
             lines.append(f"Student minus teacher: {r['teacher']['student_minus_teacher_db']:+.2f} dB.")
         lines += ["", "| artifact | PSNR | SSIM | ms/img (median) | size MB |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['latency_ms_p50']:.1f} | {v['size_mb']:.2f} |" for k, v in r["artifacts"].items()]
+    guard = c.get("fidelity_guard")
+    if guard is not None:
+        lines += ["", f"Fidelity guard (bench and export refuse a GAN model more than {guard['margin_db']} dB below bicubic "
+                      f"in any modality): {'refused: ' + '; '.join(guard['refused']) if guard['refused'] else 'passed'} on this split."]
+    pc = c.get("perceptual")
+    if pc:
+        mods = sorted(next(iter(pc["rows"].values()))["per_modality"])
+        lines += ["", f"## Perceptual distances on the `{pc['split']}` split ({', '.join(f'{m} {n}' for m, n in pc['images'].items())} images; lower is closer to the ground truth)", "",
+                  "| model | FD-VGG16 | FRD | " + " | ".join(f"FD-VGG16 {m} | FRD {m}" for m in mods) + " |",
+                  "|---|---|---|" + "---|---|" * len(mods)]
+        for label, v in pc["rows"].items():
+            lines.append(f"| {label} | {f(v['fd_vgg16'])} | {f(v['frd'])} | "
+                         + " | ".join(f"{f(v['per_modality'][m]['fd_vgg16'])} | {f(v['per_modality'][m]['frd'])}" for m in mods) + " |")
     q = c.get("int8")
     if q:
         cal = q["calibration"]
@@ -149,12 +187,14 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR_OR_SAFETENSORS")
     ap.add_argument("--init-run", action="append", default=[], help="NAME=RUN_DIR the NAME run was initialised from")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--perceptual", type=Path, help="bench JSON with fd_vgg16/frd columns")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
+    percep = json.loads(args.perceptual.read_text()) if args.perceptual else None
     inits = dict(spec.split("=", 1) for spec in args.init_run)
     for spec in args.run:
         name, run = spec.split("=", 1)
-        c = card(name, Path(run), bench, args.data, Path(inits[name]) if name in inits else None)
+        c = card(name, Path(run), bench, args.data, Path(inits[name]) if name in inits else None, percep)
         (WEIGHTS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
         (WEIGHTS / f"{name}.md").write_text(markdown(c))
         print(f"wrote {WEIGHTS / name}.json/.md")
