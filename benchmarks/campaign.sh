@@ -3,6 +3,9 @@
 # session, with their small checkpoints and logs committed under campaign/.
 #
 #   bash benchmarks/campaign.sh start            # resume every run below in the background (1 thread each, niced)
+#   bash benchmarks/campaign.sh start-gan        # resume the GAN fine-tune of the default student (student-x4-gan)
+#   bash benchmarks/campaign.sh ship-gan         # export campaign/student-x4-gan as the opt-in student-x4-gan
+#                                                # (ONNX FP32, INT8, torch); every export passes the fidelity guard
 #   bash benchmarks/campaign.sh status           # last validation row of each run
 #   bash benchmarks/campaign.sh stop             # stop the runs (each keeps its last checkpoint)
 #   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
@@ -27,6 +30,26 @@ start() {
       --threads "$THREADS_PER_RUN" >> "campaign/$name.out" 2>&1 &
     echo "$name: started (pid $!), log campaign/$name/log.csv"
   done <<< "$RUNS"
+}
+
+# The GAN stage on the default student: Real-ESRGAN's balance of L1 1 and GAN 0.1, perceptual 0.02
+# (the Caffe-scaled VGG16 loss has ~58x the L1 gradient at equal weight), discriminator at 4x the
+# generator's rate (at equal rates it stayed at chance). No schedule: ITERS is only a cap.
+start_gan() {
+  if pgrep -f -- "--out campaign/student-x4-gan( |$)" >/dev/null; then echo "student-x4-gan: already running"; return; fi
+  nohup nice -n 8 medsr-edge train teacher --stage gan --init campaign/student-x4-gan-init.safetensors \
+    --disc discriminator-small --perceptual vgg16-conv5_3 --data "$DATA" --out campaign/student-x4-gan --iters 20000 \
+    --batch 8 --patch 64 --lr 1e-4 --disc-lr 4e-4 --pixel-weight 1 --perceptual-weight 0.02 --gan-weight 0.1 \
+    --val-every 250 --threads "$THREADS_PER_RUN" >> campaign/student-x4-gan.out 2>&1 &
+  echo "student-x4-gan: started (pid $!), log campaign/student-x4-gan/log.csv"
+}
+
+ship_gan() {
+  local W=medsr_edge/weights N=student-x4-gan
+  local X=(--calib-data "$DATA" --calib-split val --name "$N" --overwrite)
+  medsr-edge export --model campaign/$N --format onnx -o "$W/$N.onnx" "${X[@]}"
+  medsr-edge export --model campaign/$N --format onnx-int8 -o "$W/$N-int8.onnx" "${X[@]}" --calib-method minmax --int8-float-convs 3
+  medsr-edge export --model campaign/$N --format pytorch -o "$W/$N.safetensors" "${X[@]}"
 }
 
 status() {
@@ -87,8 +110,10 @@ EOF
 
 case "${1:-}" in
   start) start ;;
+  start-gan) start_gan ;;
+  ship-gan) ship_gan ;;
   status) status ;;
   stop) stop ;;
   promote) promote "$2" "$3" ;;
-  *) echo "usage: $0 start|status|stop|promote RUN NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-gan|ship-gan|status|stop|promote RUN NAME" >&2; exit 2 ;;
 esac
