@@ -224,3 +224,28 @@ def test_log_reads_back_as_one_increasing_run(tmp_path):
     log.add({"iter": 200, "time_s": 12.0, "loss": 0.19})
     text = (tmp_path / "log.csv").read_text().splitlines()
     assert text[1:] == ["50,1.0,0.5", "100,9.0,0.41", "150,10.0,0.31", "200,12.0,0.19"]
+
+
+def test_init_from_another_scale_copies_the_body_and_builds_a_fresh_tail(phantom_dir, tmp_path):
+    """An x2 student started from an x4 one gets every body tensor of it; the tail (scale^2 output
+    channels) is new, and the transfer is recorded in the run's metadata."""
+    from medsr_edge.distill.train import transfer_weights
+    from medsr_edge.models import build_model
+    from medsr_edge.models.checkpoint import load_model
+
+    torch.manual_seed(0)
+    x4 = build_model("student-fast", scale=4)
+    x2 = build_model("student-fast", scale=2)
+    done = transfer_weights(x4, x2)
+    assert done["fresh"] and all(n.startswith("tail") for n in done["fresh"])
+    for name in done["copied"]:
+        assert torch.equal(x2.state_dict()[name], x4.state_dict()[name])
+    assert any(n.startswith("body") for n in done["copied"])
+
+    src = tmp_path / "x4"
+    distill_student(_opts(phantom_dir, src, 1, scale=4), None, "student-tiny")
+    out = tmp_path / "x2"
+    distill_student(_opts(phantom_dir, out, 1, scale=2), None, init=src)
+    meta = load_model(out)[2]
+    assert meta["scale"] == 2 and meta["init_transfer"]["from_scale"] == 4
+    assert meta["init_transfer"]["fresh"] and meta["init_transfer"]["copied"] > 0

@@ -322,7 +322,7 @@ def train_teacher_cmd(
 def train_student_cmd(
     data: Path = _common["data"], out: Path = _common["out"],
     config: str = typer.Option("student", help="Student config: student-fast, student, student-quality (RepPFANet), student-v1, student-tiny (RepSRNet)."),
-    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
+    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune; one of another scale gives its body (the tail starts fresh)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
     iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
     scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),

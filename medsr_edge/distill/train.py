@@ -468,6 +468,22 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
 
 
 @torch.no_grad()
+def transfer_weights(source: nn.Module, target: nn.Module) -> dict[str, list[str]]:
+    """Copy every tensor of ``source`` into ``target`` whose name and shape match (the body of a
+    network trained at another scale); the rest of ``target`` (the upsampling tail) stays as built.
+    Returns the names copied and the names left fresh."""
+    src = source.state_dict()
+    copied, fresh = [], []
+    for name, tensor in target.state_dict().items():
+        if name in src and src[name].shape == tensor.shape:
+            tensor.copy_(src[name])
+            copied.append(name)
+        else:
+            fresh.append(name)
+    return {"copied": copied, "fresh": fresh}
+
+
+@torch.no_grad()
 def _teacher_cache(teacher: nn.Module, samples, scale: int, device, tile: int = CACHE_TILE):
     """Degrade every training image once and super-resolve it with the teacher (tile by tile)."""
     from tqdm import tqdm
@@ -520,12 +536,18 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
             raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
     else:
         teacher_weight, cache_teacher = 0.0, False
+    transfer = None
     if init:
         start_model, cfg, i_meta = load_model(init, ctx.device)
-        if int(i_meta.get("scale", opts.scale)) != opts.scale:
-            raise ValueError(f"--init {init} is x{i_meta.get('scale')} but --scale is {opts.scale}")
         if i_meta.get("deploy"):
             raise ValueError(f"--init {init} is re-parameterized (deploy form); pass the training checkpoint")
+        if int(i_meta.get("scale", opts.scale)) != opts.scale:  # another scale: its body, a fresh tail
+            cfg = resolve_config(cfg, scale=opts.scale)
+            fresh = build_model(cfg).to(ctx.device)
+            transfer = {"from_scale": int(i_meta["scale"]), **transfer_weights(start_model, fresh)}
+            log.info("--init %s is x%s: %d tensors copied, %d left fresh (%s)", init, i_meta["scale"],
+                     len(transfer["copied"]), len(transfer["fresh"]), ", ".join(transfer["fresh"]))
+            start_model = fresh
         student = ctx.wrap(start_model.train())
     else:
         cfg = resolve_config(config, scale=opts.scale)
@@ -580,6 +602,8 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
 
     extra = {"config": cfg, "teacher": str(teacher_path) if teacher_path else None, "teacher_config": t_cfg,
              "init": str(init) if init else None,
+             **({"init_transfer": {"from_scale": transfer["from_scale"], "copied": len(transfer["copied"]),
+                                   "fresh": transfer["fresh"]}} if transfer else {}),
              "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},
              "cache_teacher": cache_teacher, "ema_decay": opts.ema_decay}
     run.loop(start, step, lambda: ema.module,
