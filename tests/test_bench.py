@@ -228,3 +228,12 @@ def test_fd_vgg16_is_zero_for_the_same_images_and_grows_with_blur():
     blurred = scorer.compute()
     assert abs(same) < 1e-3 * blurred and noisy < blurred
     assert scorer.real_crops == 12
+    # Per modality: blurred CT, untouched MR -> CT far, MR ~0.
+    tagged = VGG16FrechetScorer(threads=2)
+    for im, m in zip(images, ("ct", "ct", "mri")):
+        tagged.add(im, real=True, modality=m)
+    for im, m in zip(images, ("ct", "ct", "mri")):
+        tagged.add(gaussian_filter(im, 3.0) if m == "ct" else im, real=False, modality=m)
+    tagged.compute()
+    assert set(tagged.by_modality) == {"ct", "mri"}
+    assert abs(tagged.by_modality["mri"]) < 1e-3 * tagged.by_modality["ct"]

@@ -39,6 +39,7 @@ from .pack import resolve_data
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # iterations between log rows (losses averaged over them)
+ADVERSARIAL_LOSSES = ("loss_gan", "loss_d")  # RaGAN generator / discriminator losses, log 2 at chance
 ADAM_BETAS = (0.9, 0.99)  # ESRGAN's / BasicSR's
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the peak learning rate
 CACHE_TILE, CACHE_PAD = 128, 8  # teacher cache: LR tile side and the context around it, pixels
@@ -178,8 +179,19 @@ class RunLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        loss_keys = [k for k in self.rows[0] if k.startswith("loss")] if self.rows else []
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        adversarial = [k for k in keys if k in ADVERSARIAL_LOSSES]
+        loss_keys = [k for k in keys if k.startswith("loss") and k not in adversarial]
+        fig, axes = plt.subplots(1, 3 if adversarial else 2, figsize=(16 if adversarial else 11, 4))
+        a, b = axes[0], axes[1]
+        if adversarial:  # near log 2 = chance: a linear axis shows whether the discriminator learns
+            c = axes[2]
+            for k in adversarial:
+                pts = [(r["iter"], r[k]) for r in self.rows if r.get(k) is not None]
+                if pts:
+                    c.plot(*zip(*pts), label=k, lw=0.8)
+            c.axhline(np.log(2), color="grey", ls=":", lw=1, label="log 2 (chance)")
+            c.set_xlabel("iteration"), c.set_title("adversarial losses (linear)"), c.legend(fontsize=7)
         for k in loss_keys:
             pts = [(r["iter"], r[k]) for r in self.rows if r.get(k) is not None]
             if pts:

@@ -47,9 +47,10 @@ class VGG16FrechetScorer:
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        self.real: list[np.ndarray] = []
-        self.fake: list[np.ndarray] = []
+        self.real: list[tuple[str, np.ndarray]] = []
+        self.fake: list[tuple[str, np.ndarray]] = []
         self.real_crops = 0
+        self.by_modality: dict[str, float] = {}
 
     def features(self, image: np.ndarray) -> np.ndarray:
         """(N, 512) pooled conv5_3 features of the 240x240 crops of a [0, 1] image."""
@@ -61,13 +62,20 @@ class VGG16FrechetScorer:
         out = [self.session.run([CONV5_3_PRE_RELU], {"input": caffe[i:i + 1]})[0] for i in range(len(caffe))]
         return np.concatenate(out).mean(axis=(2, 3))
 
-    def add(self, image: np.ndarray, real: bool) -> None:
+    def add(self, image: np.ndarray, real: bool, modality: str = "all") -> None:
         feats = self.features(image)
-        (self.real if real else self.fake).append(feats)
+        (self.real if real else self.fake).append((modality, feats))
         if real:
             self.real_crops += len(feats)
 
     def compute(self) -> float:
-        value = frechet_distance(np.concatenate(self.real), np.concatenate(self.fake))
+        """Distance of the outputs added since the last call (all of them; ``by_modality`` then
+        holds each modality's, for modalities with at least 3 crops)."""
+        def stack(items, m=None):
+            return np.concatenate([f for k, f in items if m is None or k == m])
+
+        value = frechet_distance(stack(self.real), stack(self.fake))
+        self.by_modality = {m: frechet_distance(stack(self.real, m), stack(self.fake, m))
+                            for m in sorted({k for k, _ in self.real}) if len(stack(self.real, m)) > 2}
         self.fake = []
         return value
