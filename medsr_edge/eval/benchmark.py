@@ -175,7 +175,7 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
 
 
 def _add(scorer, image: np.ndarray, real: bool, modality: str) -> None:
-    if hasattr(scorer, "by_modality"):  # scorers with per-modality values (frd)
+    if hasattr(scorer, "by_modality"):  # scorers with per-modality values (fd_vgg16, frd; not FID)
         scorer.add(image, real=real, modality=modality)
     else:
         scorer.add(image, real=real)
