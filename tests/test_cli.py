@@ -134,3 +134,24 @@ def test_runtime_and_enhance_do_not_import_torch():
             "medsr_edge.eval.benchmark; bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_gan_model_is_named_as_such_in_the_derived_dicom(tmp_path, tiny_onnx, ct_small, monkeypatch):
+    """The DICOM that a GAN-trained model writes says so (its texture may be synthesized); one of
+    the default student does not."""
+    import onnx
+
+    from medsr_edge.runtime.backend_base import META_PREFIX
+
+    for name, stage in (("student-x4", "psnr"), ("student-x4-gan", "gan")):
+        model = onnx.load(str(tiny_onnx))
+        props = {p.key: p.value for p in model.metadata_props} | {META_PREFIX + "model_name": name, META_PREFIX + "stage": stage}
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, props)
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    monkeypatch.setenv("MEDSR_EDGE_WEIGHTS", str(tmp_path))
+    for name, flagged in (("student-x4-gan", True), ("student-x4", False)):
+        out = tmp_path / f"{name}.dcm"
+        code, _, err = run("enhance", ct_small, "--model", name, "-o", out)
+        assert code == 0, err
+        assert ("GAN-trained" in pydicom.dcmread(out).DerivationDescription) is flagged

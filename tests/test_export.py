@@ -110,10 +110,11 @@ def test_export_refuses_to_replace_its_input_or_an_existing_file(tmp_path, stude
 
 
 def test_fidelity_rule():
-    from medsr_edge.core.metrics import fidelity_failures, is_gan_model
+    from medsr_edge.core.fidelity import fidelity_failures, is_gan_model
 
     assert fidelity_failures({"ct": (30.0, 30.4), "mri": (29.0, 29.6)}) == {"mri": (29.0, 29.6)}
     assert is_gan_model("student-x4-gan") and is_gan_model("run", {"stage": "gan"}) and not is_gan_model("student-x4")
+    assert not is_gan_model("organ-x4") and not is_gan_model("esrgan-small") and is_gan_model("teacher-x4_GAN.onnx")
 
 
 def test_export_refuses_a_gan_model_below_bicubic(phantom_dir, tmp_path):

@@ -165,7 +165,7 @@ def info() -> None:
 
     import onnxruntime as ort
 
-    from ..core.metrics import is_gan_model
+    from ..core.fidelity import is_gan_model
     from ..runtime.models import DEFAULT_MODEL, model_card, shipped_models, weights_dir
 
     typer.echo(f"medsr-edge {__version__} (Python {platform.python_version()}, {platform.machine()})")

@@ -33,18 +33,3 @@ def ssim(pred: np.ndarray, target: np.ndarray, border: int = 0, data_range: floa
     return float(structural_similarity(p, t, data_range=data_range, gaussian_weights=True, sigma=1.5,
                                        use_sample_covariance=False, win_size=11))
 
-
-FIDELITY_MARGIN_DB = 0.5  # a GAN-trained model may fall at most this far below bicubic in any modality
-
-
-def is_gan_model(name: str, meta: dict | None = None) -> bool:
-    """True for a GAN-trained model: ``gan`` in its name, or a GAN stage in its metadata."""
-    return "gan" in name.lower() or (meta or {}).get("stage") == "gan"
-
-
-def fidelity_failures(per_modality: dict[str, tuple[float, float]], margin_db: float = FIDELITY_MARGIN_DB) -> dict[str, tuple[float, float]]:
-    """The modalities where a model's PSNR is more than ``margin_db`` below bicubic's.
-
-    per_modality: {modality: (model PSNR dB, bicubic PSNR dB)} on the same images. Hallucinated
-    detail in a medical image is a defect: a GAN-trained model with any failure is refused."""
-    return {m: (a, b) for m, (a, b) in per_modality.items() if a < b - margin_db}

@@ -22,8 +22,9 @@ import numpy as np
 from .. import __version__
 from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
 from ..core.errors import ImageReadError, MedsrError, first_line
+from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import FORMATS, Format
-from ..core.metrics import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model, psnr, ssim
+from ..core.metrics import psnr, ssim
 from ..core.sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
 from ..runtime.io import discover, read_image
 from ..runtime.models import shipped_models, weights_dir

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import BackendUnavailable, ModelError
+from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import get_format
-from ..core.metrics import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..models.checkpoint import load_model, read_metadata, save_model
 from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
 from .quantize import convert_fp16, load_calibration_set, quantize_int8

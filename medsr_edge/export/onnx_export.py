@@ -15,10 +15,10 @@ from ..core.errors import ModelError
 from ..core.files import atomic_write, file_sha256
 from ..models import count_params, gflops_per_output_mpx
 from ..models.checkpoint import load_model, resolve_model_path
+from ..runtime.backend_base import META_PREFIX
 from ..runtime.models import weights_dir
 
 log = logging.getLogger(__name__)
-META_PREFIX = "medsr."
 MAX_ABS_DIFF = 1e-4
 
 
@@ -85,6 +85,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, name: 
             "normalisation": meta.get("normalisation", "per image to [0,1]"),
             "source_checkpoint": ckpt.name, "source_sha256": file_sha256(ckpt),
             "degradation": meta.get("degradation", {}), "iterations": meta.get("iterations"),
+            "stage": meta.get("stage") or "psnr",  # "gan": GAN-trained (see Enhancer.describe)
             "params": count_params(model), "gflops_per_output_mpx": round(gflops_per_output_mpx(model, scale), 3),
         })
         onnx.save(proto, str(tmp))

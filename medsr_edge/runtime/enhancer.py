@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ModelError
+from ..core.fidelity import is_gan_model
 from ..core.files import file_sha256
 from .backends import Backend, open_backend
 from .image import Image
@@ -104,8 +105,12 @@ class Enhancer:
         return self._identity
 
     def describe(self) -> str:
-        """'student-x4 0.1.0 (onnxruntime, int8)' for DerivationDescription and logs."""
-        return f"{self.model_name} {self.backend.meta.get('version', '')} ({self.backend.name}, {self.precision})".replace("  ", " ")
+        """'student-x4 0.1.0 (onnxruntime, int8)' for DerivationDescription and logs; a GAN-trained
+        model says so, since its texture may be synthesized rather than restored."""
+        text = f"{self.model_name} {self.backend.meta.get('version', '')} ({self.backend.name}, {self.precision})".replace("  ", " ")
+        if is_gan_model(self.model_name, self.backend.meta):
+            text += "; GAN-trained: fine texture may be synthesized, not measured"
+        return text
 
     def _run(self, lr: np.ndarray) -> np.ndarray:
         out = self.backend.run(lr[None, None])
