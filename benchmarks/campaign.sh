@@ -11,24 +11,25 @@
 #   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
 #                                                # shipped NAME; replace NAME only if the test split improves
 #
-# A run is "NAME CONFIG SCALE ITERS [INIT]": the cosine schedule spans ITERS, so a run resumed day
-# after day follows one schedule; INIT is the run it started from (another scale gives its body).
+# A run is "NAME CONFIG SCALE ITERS [BODY_FROM]": the cosine schedule spans ITERS, so a run resumed
+# day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
+# (`train student --body-from`: the x2 from the x4 body, the 2-block fast size from its first blocks).
 # Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 RUNS=${RUNS:-"student-x4 student 4 30000
-student-fast-x4 student-fast 4 30000
+student-fast-x4 student-fast 4 30000 campaign/student-x4
 student-x2 student 2 30000 campaign/student-x4"}
 
 start() {
-  while read -r name config scale iters init; do
+  while read -r name config scale iters body; do
     [ -z "$name" ] && continue
     if pgrep -f -- "--out campaign/$name( |$)" >/dev/null; then echo "$name: already running"; continue; fi
     patch=$((40 * scale))
-    INIT=(); [ -n "$init" ] && INIT=(--init "$init")
-    nohup nice -n 5 medsr-edge train student --config "$config" "${INIT[@]}" --data "$DATA" --out "campaign/$name" \
+    BODY=(); [ -n "$body" ] && BODY=(--body-from "$body")
+    nohup nice -n 5 medsr-edge train student --config "$config" "${BODY[@]}" --data "$DATA" --out "campaign/$name" \
       --scale "$scale" --iters "$iters" --batch 12 --patch "$patch" --lr 5e-4 --val-every 500 \
       --threads "$THREADS_PER_RUN" >> "campaign/$name.out" 2>&1 &
     echo "$name: started (pid $!), log campaign/$name/log.csv"

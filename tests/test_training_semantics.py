@@ -226,26 +226,32 @@ def test_log_reads_back_as_one_increasing_run(tmp_path):
     assert text[1:] == ["50,1.0,0.5", "100,9.0,0.41", "150,10.0,0.31", "200,12.0,0.19"]
 
 
-def test_init_from_another_scale_copies_the_body_and_builds_a_fresh_tail(phantom_dir, tmp_path):
-    """An x2 student started from an x4 one gets every body tensor of it; the tail (scale^2 output
-    channels) is new, and the transfer is recorded in the run's metadata."""
+def test_body_from_another_scale_or_size_copies_what_matches(phantom_dir, tmp_path):
+    """An x2 student started from an x4 one gets every body tensor of it and a new tail (scale^2
+    output channels); a 2-block size gets the first two blocks of a 4-block one; the transfer is
+    recorded in the run's metadata; --init refuses another scale."""
     from medsr_edge.distill.train import transfer_weights
     from medsr_edge.models import build_model
     from medsr_edge.models.checkpoint import load_model
 
     torch.manual_seed(0)
-    x4 = build_model("student-fast", scale=4)
-    x2 = build_model("student-fast", scale=2)
+    x4 = build_model("student", scale=4)
+    x2 = build_model("student", scale=2)
     done = transfer_weights(x4, x2)
     assert done["fresh"] and all(n.startswith("tail") for n in done["fresh"])
     for name in done["copied"]:
         assert torch.equal(x2.state_dict()[name], x4.state_dict()[name])
     assert any(n.startswith("body") for n in done["copied"])
+    short = build_model({"type": "RepPFANet", "num_feat": 32, "num_block": 2, "expand": 2}, scale=4)
+    done = transfer_weights(x4, short)
+    assert not done["fresh"] and any(n.startswith("body.1") for n in done["copied"])
 
     src = tmp_path / "x4"
     distill_student(_opts(phantom_dir, src, 1, scale=4), None, "student-tiny")
     out = tmp_path / "x2"
-    distill_student(_opts(phantom_dir, out, 1, scale=2), None, init=src)
+    distill_student(_opts(phantom_dir, out, 1, scale=2), None, "student-tiny", body_from=src)
     meta = load_model(out)[2]
-    assert meta["scale"] == 2 and meta["init_transfer"]["from_scale"] == 4
-    assert meta["init_transfer"]["fresh"] and meta["init_transfer"]["copied"] > 0
+    assert meta["scale"] == 2 and meta["body_from"]["from_scale"] == 4
+    assert meta["body_from"]["fresh"] and meta["body_from"]["copied"] > 0
+    with pytest.raises(ValueError, match="--body-from starts a network of another scale"):
+        distill_student(_opts(phantom_dir, tmp_path / "bad", 1, scale=2), None, init=src)

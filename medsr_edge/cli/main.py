@@ -322,7 +322,8 @@ def train_teacher_cmd(
 def train_student_cmd(
     data: Path = _common["data"], out: Path = _common["out"],
     config: str = typer.Option("student", help="Student config: student-fast, student, student-quality (RepPFANet), student-v1, student-tiny (RepSRNet)."),
-    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune; one of another scale gives its body (the tail starts fresh)."),
+    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
+    body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
     iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
     scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),
@@ -337,7 +338,7 @@ def train_student_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss)
+    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from)
     typer.echo(str(path))
 
 

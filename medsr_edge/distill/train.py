@@ -526,14 +526,17 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 
 def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config: str | dict = "student",
                     teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True,
-                    init: str | Path | None = None, pixel_loss: str = "l1") -> Path:
+                    init: str | Path | None = None, pixel_loss: str = "l1", body_from: str | Path | None = None) -> Path:
     """Train the student: ``pixel_loss`` (l1 or l2) to ground truth, plus ``teacher_weight`` x the
     same loss to the teacher's output when ``teacher_path`` is given (distillation). Without a
     teacher (``teacher_path=None``) it is plain supervised training with every augmentation.
     With ``cache_teacher`` the teacher runs once over the training images (flip/rotate-90
     augmentation only); without it, every batch (all augmentations). ``init``: a student
     checkpoint (training form) to fine-tune, with its own config and a fresh optimiser (the
-    L1 -> L2 fine-tune of the efficient-SR challenges)."""
+    L1 -> L2 fine-tune of the efficient-SR challenges). ``body_from``: a student of any scale or
+    size whose tensors of the same name and shape start the ``config`` network at ``opts.scale``
+    (an x2 from an x4 body; a 2-block size from the first blocks of a 4-block one); the rest
+    starts fresh."""
     if pixel_loss not in PIXEL_LOSSES:
         raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}")
     loss_fn = PIXEL_LOSSES[pixel_loss]
@@ -549,17 +552,28 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     else:
         teacher_weight, cache_teacher = 0.0, False
     transfer = None
+    if init and body_from:
+        raise ValueError("--init (fine-tune) and --body-from (start a new network) exclude each other")
     if init:
         start_model, cfg, i_meta = load_model(init, ctx.device)
+        if int(i_meta.get("scale", opts.scale)) != opts.scale:
+            raise ValueError(f"--init {init} is x{i_meta.get('scale')} but --scale is {opts.scale}; "
+                             "--body-from starts a network of another scale from it")
         if i_meta.get("deploy"):
             raise ValueError(f"--init {init} is re-parameterized (deploy form); pass the training checkpoint")
-        if int(i_meta.get("scale", opts.scale)) != opts.scale:  # another scale: its body, a fresh tail
-            cfg = resolve_config(cfg, scale=opts.scale)
-            fresh = build_model(cfg).to(ctx.device)
-            transfer = {"from_scale": int(i_meta["scale"]), **transfer_weights(start_model, fresh)}
-            log.info("--init %s is x%s: %d tensors copied, %d left fresh (%s)", init, i_meta["scale"],
-                     len(transfer["copied"]), len(transfer["fresh"]), ", ".join(transfer["fresh"]))
-            start_model = fresh
+        student = ctx.wrap(start_model.train())
+    elif body_from:
+        source, s_cfg, s_meta = load_model(body_from, ctx.device)
+        if s_meta.get("deploy"):
+            raise ValueError(f"--body-from {body_from} is re-parameterized (deploy form); pass the training checkpoint")
+        cfg = resolve_config(config, scale=opts.scale)
+        start_model = build_model(cfg).to(ctx.device)
+        transfer = {"from": str(body_from), "from_config": s_cfg.get("name", s_cfg["type"]),
+                    "from_scale": int(s_meta.get("scale", 0)), **transfer_weights(source, start_model)}
+        if not transfer["copied"]:
+            raise ValueError(f"--body-from {body_from}: no tensor has the name and shape of one in {cfg.get('name', cfg['type'])}")
+        log.info("--body-from %s: %d tensors copied, %d left fresh (%s)", body_from, len(transfer["copied"]),
+                 len(transfer["fresh"]), ", ".join(transfer["fresh"]) or "none")
         student = ctx.wrap(start_model.train())
     else:
         cfg = resolve_config(config, scale=opts.scale)
@@ -614,8 +628,8 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
 
     extra = {"config": cfg, "teacher": str(teacher_path) if teacher_path else None, "teacher_config": t_cfg,
              "init": str(init) if init else None,
-             **({"init_transfer": {"from_scale": transfer["from_scale"], "copied": len(transfer["copied"]),
-                                   "fresh": transfer["fresh"]}} if transfer else {}),
+             **({"body_from": {k: v for k, v in transfer.items() if k != "copied"} | {"copied": len(transfer["copied"])}}
+                if transfer else {}),
              "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},
              "cache_teacher": cache_teacher, "ema_decay": opts.ema_decay}
     run.loop(start, step, lambda: ema.module,
