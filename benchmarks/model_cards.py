@@ -8,6 +8,8 @@
 ``--init-run NAME=RUN``: the run that NAME's run was initialised from (``distill --init``), so that
 the card states both stages. ``--perceptual``: a bench JSON with the ``fd_vgg16``/``frd`` columns,
 whose rows go into the cards of the models it measured (GAN and PSNR students against bicubic).
+``--rescore NAME``: keep NAME's card as it is (training, data) and replace only what the new bench
+measured (results, INT8 check, benchmark machine), for a shipped model whose run is gone.
 
 Every figure in a card is copied from the training run's own metadata (iterations, wall time,
 hardware, validation) or from the benchmark JSON (test split PSNR/SSIM per modality); nothing is
@@ -124,8 +126,8 @@ def markdown(c: dict) -> str:
                         f"HR patch {first.get('patch')}, wall time {round((first.get('wall_time_s') or 0) / 60)} min, "
                         f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB. Then, from those weights:")
     if t.get("stage") == "gan":
-        lines.insert(1, "")
-        lines.insert(1, f"GAN-trained, opt-in (`--model {c['name']}`): sharper texture, lower PSNR than the default student. "
+        lines.insert(2, "")
+        lines.insert(2, f"GAN-trained, opt-in (`--model {c['name']}`): sharper texture, lower PSNR than the default student. "
                         "Its output may contain detail that is not in the patient; use it for viewing, not measurement.")
         lines.append(f"- GAN stage from {t.get('init')}: relativistic average GAN with the {t.get('disc')} discriminator "
                      f"(learning rate {t.get('disc_lr')}, generator {t.get('lr')})")
@@ -175,7 +177,8 @@ def markdown(c: dict) -> str:
                       f"{q['psnr_int8_vs_gt_db']:.3f} dB vs ground truth (FP32 {q['psnr_fp32_vs_gt_db']:.3f})."]
     env = c.get("benchmark_environment") or {}
     lines += ["", f"Benchmark machine: {env.get('cpu')} ({env.get('threads')} threads), onnxruntime {env.get('onnxruntime')}.",
-              "", "Produced by `benchmarks/release.sh` (training commands, export, `medsr-edge bench`, this card).",
+              "", "Written by `benchmarks/model_cards.py` from the run's own metadata and the `medsr-edge bench` JSON "
+                  "(the README shows the commands).",
               "", "Intended use: research and engineering evaluation of super-resolution on edge devices. Not a medical device;",
               "not validated for diagnosis. Enhanced images are derived (DICOM ImageType DERIVED) and must not replace the originals."]
     return "\n".join(lines) + "\n"
@@ -184,10 +187,11 @@ def markdown(c: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", type=Path, required=True)
-    ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR_OR_SAFETENSORS")
+    ap.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR_OR_SAFETENSORS")
     ap.add_argument("--init-run", action="append", default=[], help="NAME=RUN_DIR the NAME run was initialised from")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--perceptual", type=Path, help="bench JSON with fd_vgg16/frd columns")
+    ap.add_argument("--rescore", action="append", default=[], help="NAME: new results in NAME's existing card")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     percep = json.loads(args.perceptual.read_text()) if args.perceptual else None
@@ -195,9 +199,17 @@ def main() -> None:
     for spec in args.run:
         name, run = spec.split("=", 1)
         c = card(name, Path(run), bench, args.data, Path(inits[name]) if name in inits else None, percep)
-        (WEIGHTS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
-        (WEIGHTS / f"{name}.md").write_text(markdown(c))
-        print(f"wrote {WEIGHTS / name}.json/.md")
+        write(name, c)
+    for name in args.rescore:
+        old = json.loads((WEIGHTS / f"{name}.json").read_text())
+        new = card(name, WEIGHTS / f"{name}.safetensors", bench, args.data)
+        write(name, {**old, **{k: new[k] for k in ("results", "int8", "benchmark_environment")}})
+
+
+def write(name: str, c: dict) -> None:
+    (WEIGHTS / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
+    (WEIGHTS / f"{name}.md").write_text(markdown(c))
+    print(f"wrote {WEIGHTS / name}.json/.md")
 
 
 if __name__ == "__main__":

@@ -396,15 +396,15 @@ def train_teacher(opts: TrainOptions, config: str | dict = "esrgan-small", stage
     continued with a faster discriminator."""
     if stage not in ("psnr", "gan"):
         raise ValueError("stage must be 'psnr' or 'gan'")
-    run = Run(opts, f"teacher-{stage}")
-    ctx = run.ctx
     cfg = resolve_config(config, scale=opts.scale)
     if init:
-        gen, init_cfg, _ = load_model(init)
-        cfg = init_cfg
+        gen, cfg, _ = load_model(init)
         gen.train()
     else:
         gen = build_model(cfg)
+    # The GAN stage also fine-tunes students: the run is named after what it trains.
+    run = Run(opts, f"{'teacher' if cfg['type'] == 'RRDBNet' else 'student'}-{stage}")
+    ctx = run.ctx
     gen = ctx.wrap(gen)
     ema = ema_of(unwrap(gen), opts.ema_decay).to(ctx.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=ADAM_BETAS)
