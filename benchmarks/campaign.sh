@@ -10,6 +10,7 @@
 #   bash benchmarks/campaign.sh stop             # stop the runs (each keeps its last checkpoint)
 #   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
 #                                                # shipped NAME; replace NAME only if the test split improves
+#                                                # (a NAME not shipped yet is released from RUN)
 #
 # A run is "NAME CONFIG SCALE ITERS [BODY_FROM]": the cosine schedule spans ITERS, so a run resumed
 # day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
@@ -65,9 +66,25 @@ status() {
 
 stop() { pkill -TERM -f "medsr-edge train .*--out campaign/" || true; }  # each run checkpoints, exits 130
 
+ship() {  # ship RUN NAME SCALE: every artifact of NAME from campaign/RUN (FP32 ONNX, torch, FP16, INT8)
+  local run=$1 name=$2 scale=$3 W=medsr_edge/weights X=(--name "$2" --overwrite)
+  medsr-edge export --model "campaign/$run" --format onnx -o "$W/$name.onnx" "${X[@]}" --calib-data "$DATA" --calib-split val
+  medsr-edge export --model "campaign/$run" --format pytorch -o "$W/$name.safetensors" "${X[@]}"
+  medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$W/$name-fp16.onnx" "${X[@]}"
+  local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)  # x2 outputs sit near the 8-bit noise floor (release.sh)
+  medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" "${X[@]}" \
+    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3 "${Q[@]}"
+  echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
+}
+
+run_scale() { python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$1')[1]['scale'])"; }
+
 promote() {  # promote RUN NAME: replace weights/NAME.* only when the test split improves
   local run=$1 name=$2 scale tmp
-  scale=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[1]['scale'])")
+  scale=$(run_scale "$run")
+  if [ ! -f "medsr_edge/weights/$name.onnx" ]; then
+    echo "$name is not shipped yet: first release from campaign/$run"; ship "$run" "$name" "$scale"; return
+  fi
   tmp=$(mktemp -d)
   cp "medsr_edge/weights/teacher-x$scale.onnx" "$tmp/"
   medsr-edge export --model "campaign/$run" --format onnx --name "$name" -o "$tmp/$name.onnx" \
@@ -88,27 +105,20 @@ EOF
       --backends onnxruntime --threads 2 --json "$tmp/$which.json" > "$tmp/$which.txt"
   done
   if python - "$tmp" "$name" "$run" <<'EOF'
-import json, shutil, sys
+import json, sys
 from pathlib import Path
 tmp, name, run = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 psnr = {w: next(r for r in json.loads((tmp / f"{w}.json").read_text())["rows"] if r["name"] == name)["psnr"]
         for w in ("candidate", "shipped")}
 print(f"{name}: campaign/{run} {psnr['candidate']:.3f} dB vs shipped {psnr['shipped']:.3f} dB on the test split")
 if psnr["candidate"] > psnr["shipped"]:
-    shutil.copy(tmp / f"{name}.onnx", Path("medsr_edge/weights") / f"{name}.onnx")
-    print(f"promoted: medsr_edge/weights/{name}.onnx replaced")
+    print(f"promoted: medsr_edge/weights/{name}.* are replaced")
     sys.exit(0)
 print("not promoted: the shipped model stays")
 sys.exit(3)
 EOF
   then
-    local W=medsr_edge/weights X=(--name "$name" --overwrite)
-    medsr-edge export --model "campaign/$run" --format pytorch -o "$W/$name.safetensors" "${X[@]}"
-    medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$W/$name-fp16.onnx" "${X[@]}"
-    local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)  # x2 outputs sit near the 8-bit noise floor (release.sh)
-    medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" "${X[@]}" \
-      --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3 "${Q[@]}"
-    echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
+    ship "$run" "$name" "$scale"
   fi
   rm -rf "$tmp"
 }
