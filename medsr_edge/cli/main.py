@@ -427,7 +427,7 @@ def export(
 def bench(
     data: Path = typer.Option(..., help="Folder of ground-truth images (recursive): PNG/JPEG/TIFF/DICOM."),
     scale: int = 4,
-    models: Optional[list[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS, student-xS and student-xS-gan when shipped, for --scale S)."),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS, student-xS, and student-fast-xS and student-xS-gan when shipped, for --scale S)."),
     backends: list[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
     split: Optional[str] = typer.Option(None, help="Only files in folders of this name (e.g. test)."),
     limit: Optional[int] = typer.Option(None, help="At most N images per modality."),
@@ -459,9 +459,9 @@ def bench(
     console = Console(width=None if sys.stdout.isatty() else 200)
     from ..runtime.models import shipped_models
 
-    if not models:  # the teacher, the default student and, when shipped, its GAN-trained twin
+    if not models:  # the teacher, the default student and, when shipped, the fast size and the GAN-trained twin
         models = [f"teacher-x{scale}", f"student-x{scale}"]
-        models += [f"student-x{scale}-gan"] if f"student-x{scale}-gan" in shipped_models() else []
+        models += [m for m in (f"student-fast-x{scale}", f"student-x{scale}-gan") if m in shipped_models()]
     req = BenchRequest(data, scale, models, backends, split, limit, tile,
                        threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd)
     try:
