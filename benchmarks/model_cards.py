@@ -51,7 +51,7 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
                  "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
-                 "train_images", "disc", "disc_lr")
+                 "train_images", "disc", "disc_lr", "body_from")
 
 
 def training(meta: dict) -> dict:
@@ -131,6 +131,10 @@ def markdown(c: dict) -> str:
                         "Its output may contain detail that is not in the patient; use it for viewing, not measurement.")
         lines.append(f"- GAN stage from {t.get('init')}: relativistic average GAN with the {t.get('disc')} discriminator "
                      f"(learning rate {t.get('disc_lr')}, generator {t.get('lr')})")
+    if t.get("body_from"):
+        b = t["body_from"]
+        lines.append(f"- Started from {b['from']} ({b['from_config']}, x{b['from_scale']}): {b['copied']} tensors of the same "
+                     f"name and shape copied, {len(b['fresh'])} started fresh")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
     elif t.get("kind") == "student" and t.get("stage") != "gan":
