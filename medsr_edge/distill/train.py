@@ -327,7 +327,8 @@ class Run:
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
                 "world_size": self.ctx.world, "torch": torch.__version__, "medsr_edge": __version__,
                 "normalisation": "per image to [0,1]: 8-bit 0..255, else image min..max; MONOCHROME1 inverted",
-                "degradation": {"kind": "bicubic-antialias", "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma},
+                "degradation": {"kind": "bicubic-antialias", "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma,
+                                "lr_rounding": "source value grid"},
                 "val_psnr": last_val.get("val_psnr"), "val_ssim": last_val.get("val_ssim"),
                 "val_psnr_bicubic": last_val.get("val_psnr_bicubic"), **extra}
 
