@@ -22,7 +22,8 @@ DATA=${DATA:-../shared/data}
 THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 RUNS=${RUNS:-"student-x4 student 4 30000
 student-fast-x4 student-fast 4 30000 campaign/student-x4
-student-x2 student 2 30000 campaign/student-x4"}
+student-x2 student 2 8000 campaign/student-x4
+student-quality-x4 student-quality 4 4000 campaign/student-x4-ft"}
 
 start() {
   while read -r name config scale iters body; do
@@ -103,7 +104,7 @@ EOF
   for which in candidate shipped; do
     dir=$tmp; [ "$which" = shipped ] && dir=$tmp/shipped
     MEDSR_EDGE_WEIGHTS=$dir medsr-edge bench --data "$DATA" --split test --scale "$scale" --models "$name" \
-      --backends onnxruntime --threads 2 --json "$tmp/$which.json" > "$tmp/$which.txt"
+      --backends onnxruntime --threads 2 --latency-rounds 0 --json "$tmp/$which.json" > "$tmp/$which.txt"
   done
   if python - "$tmp" "$name" "$run" <<'EOF'
 import json, sys

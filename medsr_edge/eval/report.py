@@ -35,6 +35,7 @@ class BenchRequest:
     fid_weights: Path | None = None
     fd_vgg16: bool = False  # Fréchet distance on VGG16 features (slow on a CPU: VGG16 per 240-pixel crop)
     frd: bool = False  # Fréchet Radiomics Distance v1 (frd-score; about 1 s per image on a CPU)
+    latency_rounds: int = 9  # interleaved timing rounds after the quality pass (0: none)
 
 
 def bench_report(req: BenchRequest, console) -> dict:
@@ -75,7 +76,7 @@ def bench_report(req: BenchRequest, console) -> dict:
             console.print(f"  frd skipped: {exc}", style="dim")
     rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
                             progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd,
-                            frd=frd)
+                            frd=frd, latency_rounds=req.latency_rounds)
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
     guard = bm.fidelity_guard(rows)

@@ -29,7 +29,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # CPU a 24-wide 4-block net ran no faster than the 32-wide default, so the fast size is shallower.
     "student-fast": {"type": "RepPFANet", "num_feat": 32, "num_block": 2, "expand": 2},
     "student": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2},
-    "student-quality": {"type": "RepPFANet", "num_feat": 40, "num_block": 5, "expand": 2},
+    "student-quality": {"type": "RepPFANet", "num_feat": 32, "num_block": 8, "expand": 2},
     # The first student (plain RepConv trunk, ReLU), kept for the models trained with it.
     "student-v1": {"type": "RepSRNet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-tiny": {"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2},
