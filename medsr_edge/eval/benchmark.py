@@ -190,24 +190,28 @@ def timing_images(images: list[BenchImage], per_modality: int = 2) -> list[Bench
 
 
 def interleaved_latency(runners: list[tuple[Row, object]], images: list[BenchImage], rounds: int) -> None:
-    """Time every row again in ``rounds`` interleaved rounds: each round runs every row once
-    over ``images`` (one untimed warm-up call first), in an order rotated from round to round,
-    and stores the median ms of that round in ``row.latency_rounds_ms``. A slow spell of the
-    machine (another tenant, a frequency drop) then lands in one round of a few rows, and a
-    steady slow-down lands in every row of a round alike, so ratios between rows taken round by
-    round (:func:`paired_ratio`) are steady where two separately timed passes are not."""
+    """Time every row again in ``rounds`` interleaved rounds. A round warms every row up with one
+    untimed call, then runs image after image through every row in turn (the order of the rows
+    rotates from image to image and from round to round), and stores each row's median ms over the
+    images in ``row.latency_rounds_ms``. The calls of two rows on one image are next to each other
+    in time, so a slow spell of the machine (another tenant, a frequency drop) slows both alike,
+    and ratios between rows taken round by round (:func:`paired_ratio`) are steady where two
+    separately timed passes are not."""
     if not images:
         return
+    n = len(runners)
     for k in range(rounds):
-        order = runners[k % len(runners):] + runners[:k % len(runners)]
-        for row, fn in order:
+        for _, fn in runners:
             fn(images[0].lr)
-            times = []
-            for im in images:
+        times: list[list[float]] = [[] for _ in runners]
+        for i, im in enumerate(images):
+            for j in range(n):
+                idx = (j + k + i) % n
                 t0 = time.perf_counter()
-                fn(im.lr)
-                times.append((time.perf_counter() - t0) * 1000)
-            row.latency_rounds_ms.append(round(statistics.median(times), 4))
+                runners[idx][1](im.lr)
+                times[idx].append((time.perf_counter() - t0) * 1000)
+        for (row, _), t in zip(runners, times):
+            row.latency_rounds_ms.append(round(statistics.median(t), 4))
 
 
 def paired_ratio(a: dict, b: dict) -> float:
