@@ -145,18 +145,28 @@ def test_interrupt_keeps_the_iterations_since_the_last_checkpoint(phantom_dir, t
 def test_sigterm_stops_a_background_training_run_with_a_checkpoint(phantom_dir, tmp_path):
     """A run started in the background by a script (SIGINT ignored, as a shell sets it) stops on
     SIGTERM (the campaign's stop) with exit 130 and a checkpoint of the iterations it did."""
+    import re
     import signal
+    import threading
     import time
 
     out = tmp_path / "bg"
     cmd = [sys.executable, "-c", "from medsr_edge.cli.main import app; app()", "train", "student", "--config",
            "student-tiny", "--data", str(phantom_dir), "--out", str(out), "--iters", "100000", "--batch", "2",
            "--patch", "32", "--val-every", "100000", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    time.sleep(15)  # loading the phantom data and a few iterations
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
+    reader.start()
+    # wait for the progress bar to count iterations (not a fixed sleep: a loaded machine imports slowly)
+    deadline = time.monotonic() + 300
+    while not re.search(rb"\b[1-9]\d*/100000", b"".join(chunks)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     assert load_model(out)[2]["iterations"] > 0
