@@ -20,10 +20,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 THREADS_PER_RUN=${THREADS_PER_RUN:-1}
+# The default list is the unfinished runs, one per core of this 2-core machine. Finished runs (their
+# schedules done, weights in campaign/NAME/model.safetensors, checkpoints not kept):
+#   student-x2 student 2 8000 campaign/student-x4               (seventh session, shipped as student-x2)
+#   student-quality-x4 student-quality 4 4000 campaign/student-x4-ft   (seventh session, shipped)
 RUNS=${RUNS:-"student-x4 student 4 30000
-student-fast-x4 student-fast 4 30000 campaign/student-x4
-student-x2 student 2 8000 campaign/student-x4
-student-quality-x4 student-quality 4 4000 campaign/student-x4-ft"}
+student-fast-x4 student-fast 4 30000 campaign/student-x4"}
 
 start() {
   while read -r name config scale iters body; do
