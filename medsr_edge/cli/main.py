@@ -325,6 +325,7 @@ def train_student_cmd(
     init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
     body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
+    int8_aware: Optional[int] = typer.Option(None, help="Fine-tune --init for INT8 export: the convolutions export quantizes run on int8-rounded inputs and weights in training. The value is the --int8-float-convs the export will use."),
     iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
     scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),
     split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
@@ -338,7 +339,8 @@ def train_student_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from)
+    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
+                  int8_aware=int8_aware)
     typer.echo(str(path))
 
 
@@ -402,6 +404,7 @@ def export(
     max_gt_drop: float = typer.Option(0.1, help="Refuse INT8 that loses more PSNR against ground truth than FP32 (dB)."),
     min_psnr_vs_fp32: float = typer.Option(40.0, help="Refuse INT8 whose output is further from FP32 (dB)."),
     int8_float_convs: int = typer.Option(0, help="INT8: keep this many convolutions after the first in float as well (lower noise floor, less speed-up)."),
+    int8_reference: Optional[Path] = typer.Option(None, help="INT8: the FP32 .onnx its checks compare with, when --model is an INT8-aware fine-tune (train student --int8-aware) of the model that FP32 file holds."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     min_shape: str = typer.Option("16x16", help="TensorRT profile: smallest input HxW."),
     opt_shape: str = typer.Option("256x256", help="TensorRT profile: input HxW to tune for."),
@@ -414,7 +417,7 @@ def export(
     with needs("export", "export"):
         from ..export.exporter import ExportOptions, export_model
     opts = ExportOptions(output, precision.value if precision else None, calib_data, calib_split, calib_method,
-                         calib_images, max_gt_drop, min_psnr_vs_fp32, int8_float_convs, opset, min_shape, opt_shape,
+                         calib_images, max_gt_drop, min_psnr_vs_fp32, int8_float_convs, int8_reference, opset, min_shape, opt_shape,
                          max_shape, name, overwrite)
     try:
         out = export_model(model, format, opts, report=typer.echo)

@@ -35,6 +35,7 @@ from ..runtime.io import count_by_modality
 from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
 from .pack import resolve_data
+from .qat import simulate_int8
 
 log = logging.getLogger(__name__)
 
@@ -527,7 +528,8 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 
 def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config: str | dict = "student",
                     teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True,
-                    init: str | Path | None = None, pixel_loss: str = "l1", body_from: str | Path | None = None) -> Path:
+                    init: str | Path | None = None, pixel_loss: str = "l1", body_from: str | Path | None = None,
+                    int8_aware: int | None = None) -> Path:
     """Train the student: ``pixel_loss`` (l1 or l2) to ground truth, plus ``teacher_weight`` x the
     same loss to the teacher's output when ``teacher_path`` is given (distillation). Without a
     teacher (``teacher_path=None``) it is plain supervised training with every augmentation.
@@ -537,7 +539,10 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     L1 -> L2 fine-tune of the efficient-SR challenges). ``body_from``: a student of any scale or
     size whose tensors of the same name and shape start the ``config`` network at ``opts.scale``
     (an x2 from an x4 body; a 2-block size from the first blocks of a 4-block one); the rest
-    starts fresh."""
+    starts fresh. ``int8_aware``: fine-tune ``init`` for INT8 export, with every convolution that
+    INT8 export quantizes (all in the body after the first ``int8_aware``, the number export keeps
+    float with ``--int8-float-convs``) running on int8-rounded inputs and weights in training
+    (:mod:`medsr_edge.distill.qat`)."""
     if pixel_loss not in PIXEL_LOSSES:
         raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}")
     loss_fn = PIXEL_LOSSES[pixel_loss]
@@ -579,6 +584,13 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     else:
         cfg = resolve_config(config, scale=opts.scale)
         student = ctx.wrap(build_model(cfg))
+    simulated: list[str] = []
+    if int8_aware is not None:
+        if not init:
+            raise ValueError("INT8-aware fine-tuning starts from a trained student: pass --init RUN_DIR")
+        simulated = simulate_int8(unwrap(student), int8_aware)
+        log.info("INT8-aware fine-tuning: %d convolutions on int8-rounded inputs and weights (%s ... %s)",
+                 len(simulated), simulated[0], simulated[-1])
     ema = ema_of(unwrap(student), opts.ema_decay).to(ctx.device)
     opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=ADAM_BETAS)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * COSINE_FLOOR)
@@ -629,6 +641,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
 
     extra = {"config": cfg, "teacher": str(teacher_path) if teacher_path else None, "teacher_config": t_cfg,
              "init": str(init) if init else None,
+             **({"int8_aware": {"float_convs": int8_aware, "simulated": len(simulated)}} if int8_aware is not None else {}),
              **({"body_from": {k: v for k, v in transfer.items() if k != "copied"} | {"copied": len(transfer["copied"])}}
                 if transfer else {}),
              "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},

@@ -36,6 +36,7 @@ class ExportOptions:
     max_gt_drop: float = 0.1
     min_psnr_vs_fp32: float = 40.0
     int8_float_convs: int = 0
+    int8_reference: Path | None = None  # FP32 ONNX the INT8 check compares with (default: the export's own)
     opset: int = 17
     min_shape: str = "16x16"
     opt_shape: str = "256x256"
@@ -94,13 +95,18 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
         raise ModelError("INT8 is calibrated on real images: pass --calib-data DIR (e.g. ../shared/data with --calib-split val)")
     if opts.opset < 17:
         raise ModelError("--opset must be >= 17")
+    if opts.int8_reference is not None and fmt.precision != "int8":
+        raise ModelError("--int8-reference is for INT8 formats (onnx-int8, engine-int8)")
+    if opts.int8_reference is not None and not Path(opts.int8_reference).is_file():
+        raise ModelError(f"{opts.int8_reference}: --int8-reference file not found; pass the FP32 .onnx the INT8 model ships beside")
     out = opts.output or Path(base + fmt.suffix)
     check_output(out, ckpt, opts.overwrite)
     calib = None
     if opts.calib_data is not None:
         scale = int(read_metadata(ckpt)[1].get("scale", 4))
         calib = load_calibration_set(opts.calib_data, scale, opts.calib_images, split=opts.calib_split)
-    q = dict(max_gt_drop_db=opts.max_gt_drop, min_psnr_vs_fp32=opts.min_psnr_vs_fp32, float_convs=opts.int8_float_convs)
+    q = dict(max_gt_drop_db=opts.max_gt_drop, min_psnr_vs_fp32=opts.min_psnr_vs_fp32, float_convs=opts.int8_float_convs,
+             reference=opts.int8_reference)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
         fp32, verified = export_onnx(ckpt, fp32, opts.opset, base, calib.check_lr if calib else None)

@@ -148,7 +148,8 @@ def float_nodes(model: onnx.ModelProto, extra_convs: int = 0) -> list[str]:
 
 def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet, method: str = "minmax",
                   activation: str = "uint8", symmetric: bool = False, keep_float_ends: bool = True,
-                  max_gt_drop_db: float = 0.1, min_psnr_vs_fp32: float = 40.0, float_convs: int = 0) -> tuple[Path, dict]:
+                  max_gt_drop_db: float = 0.1, min_psnr_vs_fp32: float = 40.0, float_convs: int = 0,
+                  reference: str | Path | None = None) -> tuple[Path, dict]:
     """Static QDQ INT8 with per-channel weights, checked on held-back real images.
 
     ``minmax`` calibrates on whole images; ``entropy`` and ``percentile`` (histograms, which need
@@ -157,7 +158,9 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
     ``uint8`` asymmetric suits ONNX Runtime on CPU. ``keep_float_ends`` keeps the first conv and
     the output path in float, and ``float_convs`` more convolutions after the first (see :func:`float_nodes`). Refuses (ModelError, nothing written)
     when PSNR against ground truth drops more than ``max_gt_drop_db`` below FP32 or the output is
-    further than ``min_psnr_vs_fp32`` dB from FP32.
+    further than ``min_psnr_vs_fp32`` dB from FP32. ``reference``: the FP32 ONNX those checks
+    compare with, when it is not ``fp32_onnx`` itself: the shipped FP32 model, when ``fp32_onnx``
+    comes from an INT8-aware fine-tune of it (``medsr-edge train student --int8-aware``).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -169,7 +172,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
                   "percentile": CalibrationMethod.Percentile}[method]
     meta = get_metadata(onnx.load(str(fp32_onnx)))
     border = int(meta.get("scale", 4))
-    ref = _run(fp32_onnx, calib.check_lr)
+    ref = _run(Path(reference) if reference else fp32_onnx, calib.check_lr)
     with tempfile.TemporaryDirectory() as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
@@ -190,6 +193,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
             "calibration": {"method": method, "images": len(calib.calib), "check_images": len(calib.check_lr),
                             "activation": activation, "symmetric": symmetric},
             "float_nodes": excluded,
+            "reference_fp32": Path(reference).name if reference else None,
             "psnr_int8_vs_fp32_db": round(vs_fp32, 3),
             "psnr_fp32_vs_gt_db": round(fp32_gt, 3),
             "psnr_int8_vs_gt_db": round(int8_gt, 3),

@@ -45,6 +45,13 @@ class RepConv(nn.Module):
     @torch.no_grad()
     def fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (weight [out, in, 3, 3], bias [out]) of the equivalent single convolution."""
+        return self.folded()
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fused_kernel`, differentiable: training through the folded kernel (INT8-aware
+        fine-tuning quantizes this kernel, as deployment will)."""
+        if self.fused is not None:
+            return self.fused.weight, self.fused.bias
         weight = self.conv3.weight.clone()
         bias = self.conv3.bias.clone()
         weight += F.pad(self.conv1.weight, (1, 1, 1, 1))
@@ -53,8 +60,9 @@ class RepConv(nn.Module):
         weight += torch.einsum("omhw,mi->oihw", self.squeeze.weight, w_exp)
         bias += self.squeeze.bias + torch.einsum("omhw,m->o", self.squeeze.weight, self.expand.bias)
         if self.identity:
-            idx = torch.arange(self.in_ch)
-            weight[idx, idx, 1, 1] += 1.0
+            idx = torch.arange(self.in_ch, device=weight.device)
+            weight = weight.index_put((idx, idx, torch.ones_like(idx), torch.ones_like(idx)),
+                                      torch.ones(self.in_ch, device=weight.device, dtype=weight.dtype), accumulate=True)
         return weight, bias
 
     def reparameterize(self) -> None:
