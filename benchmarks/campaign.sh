@@ -8,6 +8,10 @@
 #                                                # (ONNX FP32, INT8, torch); every export passes the fidelity guard
 #   bash benchmarks/campaign.sh status           # last validation row of each run
 #   bash benchmarks/campaign.sh stop             # stop the runs (each keeps its last checkpoint)
+#   bash benchmarks/campaign.sh qat RUN ITERS    # INT8-aware fine-tune of campaign/RUN into campaign/RUN-qat
+#                                                # (background, resumable; for a size whose INT8 export is refused)
+#   bash benchmarks/campaign.sh ship-int8 RUN NAME  # NAME-int8.onnx from the INT8-aware run, its checks
+#                                                # against the shipped NAME.onnx (refused like any INT8 export)
 #   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
 #                                                # shipped NAME; replace NAME only if the test split improves
 #                                                # (a NAME not shipped yet is released from RUN)
@@ -59,6 +63,28 @@ ship_gan() {
   # No INT8 file: its latency row failed the CI gate's INT8 <= FP32 +10% rule once by run-to-run noise
   # (30.9 vs 27.7 ms on 24 images); `medsr-edge export ... --format onnx-int8` makes it on demand.
   medsr-edge export --model campaign/$N --format pytorch -o "$W/$N.safetensors" "${X[@]}"
+}
+
+# INT8-aware fine-tune: the convolutions that INT8 export quantizes (all but the head, the first 3
+# body convolutions, the fusion and the tail: --int8-float-convs 3) train on int8-rounded inputs
+# and weights; L2 at a tenth of the campaign's learning rate, as the final fine-tune.
+qat() {
+  local run=$1 iters=$2 config scale
+  config=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[0]['name'])")
+  scale=$(run_scale "$run")
+  if pgrep -f -- "--out campaign/$run-qat( |$)" >/dev/null; then echo "$run-qat: already running"; return; fi
+  nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware 3 --loss l2 \
+    --data "$DATA" --out "campaign/$run-qat" --scale "$scale" --iters "$iters" --batch 12 --patch $((40 * scale)) \
+    --lr 5e-5 --val-every 500 --threads "$THREADS_PER_RUN" >> "campaign/$run-qat.out" 2>&1 &
+  echo "$run-qat: started (pid $!), log campaign/$run-qat/log.csv"
+}
+
+ship_int8() {
+  local run=$1 name=$2 scale W=medsr_edge/weights
+  scale=$(run_scale "$run")
+  local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)
+  medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" --name "$name" --overwrite \
+    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3 --int8-reference "$W/$name.onnx" "${Q[@]}"
 }
 
 status() {
@@ -134,5 +160,7 @@ case "${1:-}" in
   status) status ;;
   stop) stop ;;
   promote) promote "$2" "$3" ;;
-  *) echo "usage: $0 start|start-gan|ship-gan|status|stop|promote RUN NAME" >&2; exit 2 ;;
+  qat) qat "$2" "$3" ;;
+  ship-int8) ship_int8 "$2" "$3" ;;
+  *) echo "usage: $0 start|start-gan|ship-gan|status|stop|promote RUN NAME|qat RUN ITERS|ship-int8 RUN NAME" >&2; exit 2 ;;
 esac

@@ -96,7 +96,10 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
             results["teacher"] = {"psnr": teacher["psnr"], "ssim": teacher["ssim"], "per_modality": teacher["per_modality"],
                                   "student_minus_teacher_db": round(main["psnr"] - teacher["psnr"], 4)}
     int8 = WEIGHTS / f"{name}-int8.onnx"
-    quant = get_metadata(onnx.load(str(int8))).get("quantization") if int8.is_file() else None
+    int8_meta = get_metadata(onnx.load(str(int8))) if int8.is_file() else {}
+    quant = int8_meta.get("quantization")
+    if quant and quant.get("reference_fp32"):  # quantized from an INT8-aware fine-tune of this model
+        quant = {**quant, "fine_tune_iterations": int8_meta.get("iterations")}
     return {
         "int8": quant,
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
@@ -184,6 +187,11 @@ def markdown(c: dict) -> str:
                       f"{cal['images']} val images (half of them contrast-inverted copies); kept in float: {', '.join(q['float_nodes'])}. "
                       f"Export check on {cal['check_images']} held-back val images: {q['psnr_int8_vs_fp32_db']:.1f} dB from FP32, "
                       f"{q['psnr_int8_vs_gt_db']:.3f} dB vs ground truth (FP32 {q['psnr_fp32_vs_gt_db']:.3f})."]
+        if q.get("reference_fp32"):
+            lines[-1] += (f" The INT8 weights come from an INT8-aware fine-tune of this model ({q['fine_tune_iterations']} "
+                          "iterations of `medsr-edge train student --int8-aware`, the convolutions that INT8 runs in "
+                          f"8 bits trained on int8-rounded inputs and weights); those checks compare with the shipped FP32 "
+                          f"model ({q['reference_fp32']}).")
     env = c.get("benchmark_environment") or {}
     lines += ["", f"Benchmark machine: {env.get('cpu')} ({env.get('threads')} threads), onnxruntime {env.get('onnxruntime')}.",
               "", "Written by `benchmarks/model_cards.py` from the run's own metadata and the `medsr-edge bench` JSON "

@@ -60,6 +60,10 @@ def test_simulated_convolution_is_uint8_input_and_per_channel_int8_weight_arithm
     ws = np.abs(w).max(axis=(1, 2, 3), keepdims=True) / 127
     wq = np.clip(np.round(w / ws), -128, 127) * ws
     want = torch.nn.functional.conv2d(torch.from_numpy(xq), torch.from_numpy(wq), torch.from_numpy(b), padding=1).numpy()
+    low, high = min(0.0, want.min()), max(0.0, want.max())  # the output is an 8-bit tensor too
+    s = (high - low) / 255
+    z = round(-low / s)
+    want = (np.clip(np.round(want / s) + z, 0, 255) - z) * s
     assert np.abs(got - want).max() < 1e-4
     plain = torch.nn.functional.conv2d(x, *conv.folded(), padding=1).detach().numpy()
     assert np.abs(got - plain).max() > 1e-3  # the rounding is really applied
@@ -85,11 +89,26 @@ def test_simulated_convolutions_are_the_ones_int8_export_quantizes(tmp_path):
     ckpt = save_model(tmp_path / "run" / "model.safetensors", net, CFG, {"scale": 4, "iterations": 1})
     fp32, _ = export_onnx(ckpt, tmp_path / "p.onnx")
     graph = onnx.load(str(fp32))
+    hrs = [phantom(64, seed=s) for s in range(5)]
+    calib = CalibrationSet([degrade(h, 4) for h in hrs[2:]], [degrade(h, 4) for h in hrs[:2]], hrs[:2], [])
     for extra in (0, 2):
+        simulated = [f"/body.{name.removeprefix('body.').replace('.', '/')}/fused/Conv"
+                     for name in quantized_convolutions(net, extra)]
         kept = set(float_nodes(graph, extra))
-        quantized = [n.name for n in graph.graph.node if n.op_type == "Conv" and n.name not in kept]
-        assert quantized == [f"/body.{name.removeprefix('body.').replace('.', '/')}/fused/Conv"
-                             for name in quantized_convolutions(net, extra)]
+        assert [n.name for n in graph.graph.node if n.op_type == "Conv" and n.name not in kept] == simulated
+        # and in the quantized graph exactly those convolutions read and write 8-bit tensors
+        out, _ = quantize_int8(fp32, tmp_path / f"q{extra}.onnx", calib, float_convs=extra, max_gt_drop_db=5.0,
+                               min_psnr_vs_fp32=0.0)
+        nodes = list(onnx.load(str(out)).graph.node)
+        producer = {o: n.op_type for n in nodes for o in n.output}
+        consumers = {}
+        for n in nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n.op_type)
+        eight_bit = [n.name for n in nodes if n.op_type == "Conv" and producer.get(n.input[0]) == "DequantizeLinear"
+                     and consumers.get(n.output[0]) == ["QuantizeLinear"]]
+        assert all(producer.get(n.input[0]) != "DequantizeLinear" for n in nodes  # the others compute in float
+                   if n.op_type == "Conv" and n.name not in eight_bit)
 
 
 def test_int8_check_compares_with_the_reference_fp32(tmp_path):

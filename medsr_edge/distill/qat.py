@@ -9,8 +9,10 @@ quantizes:
 
 - weights: the *folded* 3x3 kernel of each RepConv, per output channel, symmetric int8
   (scale = max |w| / 127);
-- inputs: per tensor, asymmetric uint8 over the running minimum and maximum seen in training
-  (ONNX Runtime's MinMax calibration, range widened to include 0).
+- inputs and outputs: per tensor, asymmetric uint8 over the running minimum and maximum seen in
+  training (ONNX Runtime's MinMax calibration, range widened to include 0). The quantizer puts a
+  QuantizeLinear after each quantized convolution, so that ONNX Runtime can run it as one
+  QLinearConv; its output is therefore an 8-bit tensor too.
 
 Gradients pass the rounding unchanged (straight-through estimator). The simulation runs in
 training mode only: evaluation (validation, EMA, export) sees the plain float network, whose
@@ -61,7 +63,9 @@ def _simulated_forward(self, x: torch.Tensor) -> torch.Tensor:
         padding = 1
     else:
         weight, bias, padding = self.weight, self.bias, self.padding
-    return F.conv2d(self.int8_input.fake_quantize(x), fake_quantize_weight(weight), bias, padding=padding)
+    out = F.conv2d(self.int8_input.fake_quantize(x), fake_quantize_weight(weight), bias, padding=padding)
+    self.int8_output.observe(out)
+    return self.int8_output.fake_quantize(out)
 
 
 def quantized_convolutions(model: nn.Module, float_convs: int = 0) -> list[str]:
@@ -80,11 +84,12 @@ def quantized_convolutions(model: nn.Module, float_convs: int = 0) -> list[str]:
 
 def simulate_int8(model: nn.Module, float_convs: int = 0) -> list[str]:
     """Make the training-mode forward of each of :func:`quantized_convolutions` run on int8-rounded
-    inputs and weights (in place; evaluation mode is unchanged). Returns the names."""
+    inputs and weights and round its output to uint8 (in place; evaluation mode is unchanged).
+    Returns the names."""
     names = quantized_convolutions(model, float_convs)
     modules = dict(model.named_modules())
     for name in names:
         conv = modules[name]
-        conv.int8_input = ActivationRange()
+        conv.int8_input, conv.int8_output = ActivationRange(), ActivationRange()
         conv.forward = types.MethodType(_simulated_forward, conv)
     return names
