@@ -19,7 +19,8 @@
 # A run is "NAME CONFIG SCALE ITERS [BODY_FROM]": the cosine schedule spans ITERS, so a run resumed
 # day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
 # (`train student --body-from`: the x2 from the x4 body, the 2-block fast size from its first blocks).
-# Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list).
+# Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list), FLOAT_CONVS (3: convolutions
+# after the first that qat trains and ship-int8 exports in float).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -73,7 +74,7 @@ qat() {
   config=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[0]['name'])")
   scale=$(run_scale "$run")
   if pgrep -f -- "--out campaign/$run-qat( |$)" >/dev/null; then echo "$run-qat: already running"; return; fi
-  nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware 3 --loss l2 \
+  nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware "${FLOAT_CONVS:-3}" --loss l2 \
     --data "$DATA" --out "campaign/$run-qat" --scale "$scale" --iters "$iters" --batch 12 --patch $((40 * scale)) \
     --lr 5e-5 --val-every 500 --threads "$THREADS_PER_RUN" >> "campaign/$run-qat.out" 2>&1 &
   echo "$run-qat: started (pid $!), log campaign/$run-qat/log.csv"
@@ -84,7 +85,8 @@ ship_int8() {
   scale=$(run_scale "$run")
   local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)
   medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" --name "$name" --overwrite \
-    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3 --int8-reference "$W/$name.onnx" "${Q[@]}"
+    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs "${FLOAT_CONVS:-3}" \
+    --int8-reference "$W/$name.onnx" "${Q[@]}"
 }
 
 status() {

@@ -36,6 +36,32 @@ def test_shipped_models_and_cards(scale):
     assert {f"student-x{scale}.onnx", f"student-x{scale}-int8.onnx"} <= names
 
 
+def test_every_shipped_size_has_a_card_for_its_scale():
+    import re
+
+    for name in shipped_models():
+        scale = int(re.search(r"-x(\d)", name).group(1))
+        card = model_card(name)
+        assert card["scale"] == scale, f"{name}: card says x{card['scale']}"
+        assert card["results"]["mean"]["psnr_gain_vs_bicubic"] > 1.0, name
+
+
+@pytest.mark.parametrize("name", ["student-fast-x2", "student-fast-x4", "student-quality-x4"])
+def test_each_student_size_beats_bicubic_on_a_real_ct(ct_slice, name):
+    models = shipped_models()
+    if name not in models:
+        pytest.fail(f"{name} is advertised in the README but not shipped")
+    scale = int(name[-1])
+    hr = crop_to_multiple(ct_slice, scale)
+    lr = degrade(hr, scale)
+    for precision in ("fp32", "int8"):
+        if precision == "int8" and f"{name}-int8.onnx" not in {f.name for f in models[name]}:
+            continue
+        sr = Enhancer(name, "onnxruntime", precision, threads=1).enhance_array(lr)
+        gain = psnr(sr, hr, scale) - psnr(upscale_bicubic(lr, scale), hr, scale)
+        assert np.isfinite(gain) and gain > 0.5, f"{name} {precision}: {gain:+.2f} dB over bicubic"
+
+
 @pytest.mark.parametrize("scale,precision", [(4, "fp32"), (4, "int8"), (2, "fp32"), (2, "int8")])
 def test_shipped_student_beats_bicubic_on_a_real_ct(ct_slice, scale, precision):
     hr = crop_to_multiple(ct_slice, scale)
