@@ -29,6 +29,9 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 # schedules done, weights in campaign/NAME/model.safetensors, checkpoints not kept):
 #   student-x2 student 2 8000 campaign/student-x4               (seventh session, shipped as student-x2)
 #   student-quality-x4 student-quality 4 4000 campaign/student-x4-ft   (seventh session, shipped)
+#   student-fast-x2 student-fast 2 8000 campaign/student-fast-x4  (eighth session, shipped as student-fast-x2)
+# and forks: student-x4-ft, student-fast-x4-ft (L2, `train student --init`, shipped as student-x4 and
+# student-fast-x4); student-quality-x4-qat, student-x2-qat (`qat`; INT8 export still refused).
 RUNS=${RUNS:-"student-x4 student 4 30000
 student-fast-x4 student-fast 4 30000 campaign/student-x4"}
 
