@@ -68,10 +68,12 @@ def test_int8_and_fp16(student_ckpt, tmp_path):
     hrs = [phantom(64, seed=s) for s in range(8)]
     lrs = [degrade(h, 4) for h in hrs]
     calib = CalibrationSet(lrs[2:], lrs[:2], hrs[:2], [])
-    out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
+    out, report = quantize_int8(fp32, tmp_path / "s-int8.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0,
+                                max_local_diff=1.0)
     assert report["psnr_int8_vs_fp32_db"] >= 25.0
     assert report["float_nodes"][0].startswith("/head") and any("DepthToSpace" in n for n in report["float_nodes"])
-    _, more = quantize_int8(fp32, tmp_path / "s-int8-f1.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0, float_convs=1)
+    _, more = quantize_int8(fp32, tmp_path / "s-int8-f1.onnx", calib, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0, float_convs=1,
+                            max_local_diff=1.0)
     assert more["float_nodes"][1].startswith("/body.0") and len(more["float_nodes"]) == len(report["float_nodes"]) + 1
     model = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
@@ -81,7 +83,8 @@ def test_int8_and_fp16(student_ckpt, tmp_path):
     assert not (tmp_path / "never.onnx").exists()
     mixed = CalibrationSet([degrade(phantom(n, seed=n), 4) for n in (64, 96, 128, 200)], lrs[:2], hrs[:2], [])
     for method in ("percentile", "entropy"):  # histogram calibrators on images of different sizes
-        _, rep = quantize_int8(fp32, tmp_path / f"s-{method}.onnx", mixed, method, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
+        _, rep = quantize_int8(fp32, tmp_path / f"s-{method}.onnx", mixed, method, max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0,
+                                max_local_diff=1.0)
         assert rep["calibration"]["method"] == method and rep["calibration"]["images"] == 4
     half = convert_fp16(fp32, tmp_path / "s-fp16.onnx")
     assert get_metadata(onnx.load(str(half)))["precision"] == "fp16"
@@ -138,3 +141,22 @@ def test_export_refuses_a_gan_model_below_bicubic(phantom_dir, tmp_path):
         export_model(ckpt, "onnx", ExportOptions(output=tmp_path / "x.onnx"), report=lambda s: None)
     plain = save_model(tmp_path / "plain" / "model.safetensors", net, cfg, {"scale": 4})
     assert export_model(plain, "pytorch", ExportOptions(output=tmp_path / "p.safetensors"), report=lambda s: None).is_file()
+
+
+def test_int8_refuses_a_local_defect_that_the_mean_checks_pass(student_ckpt, tmp_path):
+    """The local check: the 99.99th percentile of |INT8 - FP32| on the worst check image, recomputed
+    here from both models' outputs; an INT8 model that passes both mean checks is refused (nothing
+    written) when that percentile exceeds ``max_local_diff``."""
+    fp32, _ = export_onnx(student_ckpt, tmp_path / "s.onnx")
+    hrs = [phantom(64, seed=s) for s in range(8)]
+    lrs = [degrade(h, 4) for h in hrs]
+    calib = CalibrationSet(lrs[2:], lrs[:2], hrs[:2], [])
+    lenient = dict(max_gt_drop_db=1.0, min_psnr_vs_fp32=25.0)
+    out, report = quantize_int8(fp32, tmp_path / "ok.onnx", calib, max_local_diff=1.0, **lenient)
+    ref, got = (OnnxRuntimeBackend(p, device="cpu") for p in (fp32, out))
+    worst = max(float(np.quantile(np.abs(np.clip(got.run(x[None, None]), 0, 1) - np.clip(ref.run(x[None, None]), 0, 1)), 0.9999))
+                for x in calib.check_lr)
+    assert worst > 0 and report["p99_99_abs_diff_vs_fp32"] == pytest.approx(worst, abs=1e-4)
+    with pytest.raises(ModelError, match="1 output pixel in 10,000"):
+        quantize_int8(fp32, tmp_path / "never.onnx", calib, max_local_diff=worst * 0.9, **lenient)
+    assert not (tmp_path / "never.onnx").exists()

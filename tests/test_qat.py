@@ -98,7 +98,7 @@ def test_simulated_convolutions_are_the_ones_int8_export_quantizes(tmp_path):
         assert [n.name for n in graph.graph.node if n.op_type == "Conv" and n.name not in kept] == simulated
         # and in the quantized graph exactly those convolutions read and write 8-bit tensors
         out, _ = quantize_int8(fp32, tmp_path / f"q{extra}.onnx", calib, float_convs=extra, max_gt_drop_db=5.0,
-                               min_psnr_vs_fp32=0.0)
+                               min_psnr_vs_fp32=0.0, max_local_diff=1.0)
         nodes = list(onnx.load(str(out)).graph.node)
         producer = {o: n.op_type for n in nodes for o in n.output}
         consumers = {}
@@ -121,8 +121,8 @@ def test_int8_check_compares_with_the_reference_fp32(tmp_path):
     hrs = [phantom(64, seed=s) for s in range(6)]
     lrs = [degrade(h, 4) for h in hrs]
     calib = CalibrationSet(lrs[2:], lrs[:2], hrs[:2], [])
-    _, own = quantize_int8(paths[0], tmp_path / "own.onnx", calib, max_gt_drop_db=5.0, min_psnr_vs_fp32=0.0)
-    _, vs_other = quantize_int8(paths[0], tmp_path / "ref.onnx", calib, max_gt_drop_db=5.0, min_psnr_vs_fp32=0.0,
+    _, own = quantize_int8(paths[0], tmp_path / "own.onnx", calib, max_gt_drop_db=5.0, min_psnr_vs_fp32=0.0, max_local_diff=1.0)
+    _, vs_other = quantize_int8(paths[0], tmp_path / "ref.onnx", calib, max_gt_drop_db=5.0, min_psnr_vs_fp32=0.0, max_local_diff=1.0,
                                 reference=paths[1])
     assert vs_other["reference_fp32"] == "m1.onnx" and own["reference_fp32"] is None
     assert vs_other["psnr_fp32_vs_gt_db"] != own["psnr_fp32_vs_gt_db"]

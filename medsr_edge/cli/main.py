@@ -403,6 +403,7 @@ def export(
     calib_images: int = typer.Option(48, help="Number of calibration images (a quarter is held back for the check)."),
     max_gt_drop: float = typer.Option(0.1, help="Refuse INT8 that loses more PSNR against ground truth than FP32 (dB)."),
     min_psnr_vs_fp32: float = typer.Option(40.0, help="Refuse INT8 whose output is further from FP32 (dB)."),
+    max_local_diff: float = typer.Option(0.05, help="Refuse INT8 when more than 1 output pixel in 10,000 of a check image differs from FP32 by more than this fraction of the range."),
     int8_float_convs: int = typer.Option(0, help="INT8: keep this many convolutions after the first in float as well (lower noise floor, less speed-up)."),
     int8_reference: Optional[Path] = typer.Option(None, help="INT8: the FP32 .onnx its checks compare with, when --model is an INT8-aware fine-tune (train student --int8-aware) of the model that FP32 file holds."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
@@ -417,8 +418,8 @@ def export(
     with needs("export", "export"):
         from ..export.exporter import ExportOptions, export_model
     opts = ExportOptions(output, precision.value if precision else None, calib_data, calib_split, calib_method,
-                         calib_images, max_gt_drop, min_psnr_vs_fp32, int8_float_convs, int8_reference, opset, min_shape, opt_shape,
-                         max_shape, name, overwrite)
+                         calib_images, max_gt_drop, min_psnr_vs_fp32, max_local_diff, int8_float_convs, int8_reference, opset,
+                         min_shape, opt_shape, max_shape, name, overwrite)
     try:
         out = export_model(model, format, opts, report=typer.echo)
     except (MedsrError, ValueError) as exc:

@@ -20,7 +20,7 @@ from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import get_format
 from ..models.checkpoint import load_model, read_metadata, save_model
 from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
-from .quantize import convert_fp16, load_calibration_set, quantize_int8
+from .quantize import LOCAL_DIFF_LIMIT, convert_fp16, load_calibration_set, quantize_int8
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ExportOptions:
     calib_images: int = 48
     max_gt_drop: float = 0.1
     min_psnr_vs_fp32: float = 40.0
+    max_local_diff: float = LOCAL_DIFF_LIMIT
     int8_float_convs: int = 0
     int8_reference: Path | None = None  # FP32 ONNX the INT8 check compares with (default: the export's own)
     opset: int = 17
@@ -106,7 +107,7 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
         scale = int(read_metadata(ckpt)[1].get("scale", 4))
         calib = load_calibration_set(opts.calib_data, scale, opts.calib_images, split=opts.calib_split)
     q = dict(max_gt_drop_db=opts.max_gt_drop, min_psnr_vs_fp32=opts.min_psnr_vs_fp32, float_convs=opts.int8_float_convs,
-             reference=opts.int8_reference)
+             reference=opts.int8_reference, max_local_diff=opts.max_local_diff)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
         fp32, verified = export_onnx(ckpt, fp32, opts.opset, base, calib.check_lr if calib else None)

@@ -29,6 +29,9 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # the attention's Sigmoid and Mul, Add, Concat) stay float: 8-bit steps on an attention gate or a
 # residual sum cost PSNR (0.3 dB for RepPFANet) for no speed.
 QUANTIZED_OPS = ("Conv",)
+# The local check: on no held-back image may more than 1 output pixel in 10,000 (LOCAL_QUANTILE)
+# differ from FP32 by over LOCAL_DIFF_LIMIT of the [0, 1] range (5 %: 51 grey levels of 8 bits).
+LOCAL_QUANTILE, LOCAL_DIFF_LIMIT = 0.9999, 0.05
 
 
 @dataclass
@@ -149,7 +152,7 @@ def float_nodes(model: onnx.ModelProto, extra_convs: int = 0) -> list[str]:
 def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet, method: str = "minmax",
                   activation: str = "uint8", symmetric: bool = False, keep_float_ends: bool = True,
                   max_gt_drop_db: float = 0.1, min_psnr_vs_fp32: float = 40.0, float_convs: int = 0,
-                  reference: str | Path | None = None) -> tuple[Path, dict]:
+                  reference: str | Path | None = None, max_local_diff: float = LOCAL_DIFF_LIMIT) -> tuple[Path, dict]:
     """Static QDQ INT8 with per-channel weights, checked on held-back real images.
 
     ``minmax`` calibrates on whole images; ``entropy`` and ``percentile`` (histograms, which need
@@ -158,7 +161,9 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
     ``uint8`` asymmetric suits ONNX Runtime on CPU. ``keep_float_ends`` keeps the first conv and
     the output path in float, and ``float_convs`` more convolutions after the first (see :func:`float_nodes`). Refuses (ModelError, nothing written)
     when PSNR against ground truth drops more than ``max_gt_drop_db`` below FP32 or the output is
-    further than ``min_psnr_vs_fp32`` dB from FP32. ``reference``: the FP32 ONNX those checks
+    further than ``min_psnr_vs_fp32`` dB from FP32, or when any check image has more than one output
+    pixel in 10,000 off FP32 by over ``max_local_diff`` (a fraction of the [0, 1] range): a mean can
+    hide a bright structure that clipped activation ranges darken. ``reference``: the FP32 ONNX those checks
     compare with, when it is not ``fp32_onnx`` itself: the shipped FP32 model, when ``fp32_onnx``
     comes from an INT8-aware fine-tune of it (``medsr-edge train student --int8-aware``).
     """
@@ -189,6 +194,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         fp32_gt = float(np.mean([psnr(r, h, border) for r, h in zip(ref, calib.check_hr)]))
         int8_gt = float(np.mean([psnr(g, h, border) for g, h in zip(got, calib.check_hr)]))
         vs_fp32 = float(np.mean([psnr(g, r, border) for g, r in zip(got, ref)]))
+        local = float(max(np.quantile(np.abs(g - r), LOCAL_QUANTILE) for g, r in zip(got, ref)))
         report = {
             "calibration": {"method": method, "images": len(calib.calib), "check_images": len(calib.check_lr),
                             "activation": activation, "symmetric": symmetric},
@@ -197,6 +203,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
             "psnr_int8_vs_fp32_db": round(vs_fp32, 3),
             "psnr_fp32_vs_gt_db": round(fp32_gt, 3),
             "psnr_int8_vs_gt_db": round(int8_gt, 3),
+            "p99_99_abs_diff_vs_fp32": round(local, 5),
             "max_abs_diff_vs_fp32": round(float(max(np.abs(g - r).max() for g, r in zip(got, ref))), 5),
             "mean_shift_vs_fp32": round(float(np.mean([(g - r).mean() for g, r in zip(got, ref)])), 6),
         }
@@ -206,6 +213,10 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
             raise ModelError(f"{out}: INT8 loses {fp32_gt - int8_gt:.2f} dB against ground truth (limit {max_gt_drop_db}) "
                              f"and is {vs_fp32:.1f} dB from FP32 (limit {min_psnr_vs_fp32}); nothing written. Try "
                              "--int8-float-convs 1 or 2, --calib-method percentile or entropy, or more calibration images")
+        if local > max_local_diff:
+            raise ModelError(f"{out}: INT8 changes more than 1 output pixel in 10,000 by over {max_local_diff} of the range "
+                             f"(worst check image: {local:.3f}); nothing written. Try --calib-method minmax (it does not "
+                             "clip bright structures) or more --int8-float-convs")
         model = onnx.load(str(q_path))
         set_metadata(model, {**meta, "precision": "int8", "quantization": report})
         atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
