@@ -30,8 +30,11 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 #   student-x2 student 2 8000 campaign/student-x4               (seventh session, shipped as student-x2)
 #   student-quality-x4 student-quality 4 4000 campaign/student-x4-ft   (seventh session, shipped)
 #   student-fast-x2 student-fast 2 8000 campaign/student-fast-x4  (eighth session, shipped as student-fast-x2)
-# and forks: student-x4-ft, student-fast-x4-ft (L2, `train student --init`, shipped as student-x4 and
-# student-fast-x4); student-quality-x4-qat, student-x2-qat (`qat`; INT8 export still refused).
+#   student-quality-x2 student-quality 2 4000 campaign/student-quality-x4  (ninth session)
+# and forks (L2, `train student --init RUN --loss l2 --iters 2500 --lr 2e-4`): student-x4-ft (sixth
+# session, from the L1 run at 12,825), student-x4-ft2 (ninth, from it at 15,436; shipped as student-x4),
+# student-fast-x4-ft (shipped as student-fast-x4), student-quality-x4-ft (ninth session);
+# student-quality-x4-qat, student-x2-qat (`qat`; INT8 export still refused).
 RUNS=${RUNS:-"student-x4 student 4 30000
 student-fast-x4 student-fast 4 30000 campaign/student-x4"}
 
