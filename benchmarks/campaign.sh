@@ -20,7 +20,8 @@
 # day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
 # (`train student --body-from`: the x2 from the x4 body, the 2-block fast size from its first blocks).
 # Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list), FLOAT_CONVS (3: convolutions
-# after the first that qat trains and ship-int8 exports in float).
+# after the first that qat trains and ship-int8 exports in float), EDGE_PATCHES (0.25: the share of qat's
+# patches centred on strong edges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -74,13 +75,16 @@ ship_gan() {
 
 # INT8-aware fine-tune: the convolutions that INT8 export quantizes (all but the head, the first 3
 # body convolutions, the fusion and the tail: --int8-float-convs 3) train on int8-rounded inputs
-# and weights; L2 at a tenth of the campaign's learning rate, as the final fine-tune.
+# and weights, with learned activation step sizes that export then uses; L2 at a tenth of the
+# campaign's learning rate, as the final fine-tune; a quarter of the patches centred on strong
+# edges (EDGE_PATCHES), where burned-in text and image borders meet the 8-bit grids.
 qat() {
   local run=$1 iters=$2 config scale
   config=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[0]['name'])")
   scale=$(run_scale "$run")
   if pgrep -f -- "--out campaign/$run-qat( |$)" >/dev/null; then echo "$run-qat: already running"; return; fi
-  nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware "${FLOAT_CONVS:-3}" --loss l2 \
+  nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware "${FLOAT_CONVS:-3}" \
+    --edge-patches "${EDGE_PATCHES:-0.25}" --loss l2 \
     --data "$DATA" --out "campaign/$run-qat" --scale "$scale" --iters "$iters" --batch 12 --patch $((40 * scale)) \
     --lr 5e-5 --val-every 500 --threads "$THREADS_PER_RUN" >> "campaign/$run-qat.out" 2>&1 &
   echo "$run-qat: started (pid $!), log campaign/$run-qat/log.csv"

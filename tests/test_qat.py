@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 from conftest import phantom  # noqa: E402
 
 from medsr_edge.core.degradation import degrade  # noqa: E402
-from medsr_edge.distill.qat import quantized_convolutions, simulate_int8  # noqa: E402
+from medsr_edge.distill.qat import Int8Grid, quantized_convolutions, simulate_int8  # noqa: E402
 from medsr_edge.export.onnx_export import export_onnx  # noqa: E402
 from medsr_edge.export.quantize import CalibrationSet, float_nodes, quantize_int8  # noqa: E402
 from medsr_edge.models import build_model  # noqa: E402
@@ -74,7 +74,7 @@ def test_simulated_convolution_is_uint8_input_and_per_channel_int8_weight_arithm
 def test_simulation_leaves_evaluation_and_the_saved_weights_unchanged():
     net = _trained_like()
     reference = copy.deepcopy(net).eval()
-    names = simulate_int8(net, 1)
+    names = simulate_int8(net, 1).names
     x = torch.rand(1, 1, 12, 12)
     net.eval()
     assert torch.equal(net(x), reference(x))
@@ -148,3 +148,87 @@ def test_export_refuses_a_reference_for_float_formats_or_a_missing_one(tmp_path)
         export_model(ckpt, "onnx-int8", ExportOptions(output=tmp_path / "b.onnx", calib_data=tmp_path,
                                                       int8_reference=tmp_path / "missing.onnx"))
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+
+
+def test_learned_step_widens_a_grid_that_clips():
+    """LSQ: a grid whose observed range is too narrow for the tensors it meets later learns a
+    larger step (the gradient reaches the step size), and its error falls."""
+    torch.manual_seed(0)
+    grid = Int8Grid(observe=1)
+    x = torch.randn(4096).abs()
+    grid(0.25 * x)  # the observation batch saw a quarter of the range
+    low, high = grid.value_range()
+    clipped_error = (grid(x) - x).square().mean().item()
+    opt = torch.optim.Adam(grid.parameters(), lr=0.02)
+    for _ in range(150):
+        loss = (grid(x) - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert low == 0.0 and high == pytest.approx(0.25 * float(x.max()))
+    assert grid.value_range()[1] > 2.5 * high
+    assert (grid(x) - x).square().mean().item() < 0.01 * clipped_error
+
+
+def test_int8_aware_run_records_its_ranges_and_export_quantizes_with_them(phantom_dir, tmp_path):
+    from medsr_edge.core.errors import ModelError
+    from medsr_edge.distill.train import TrainOptions, distill_student
+    from medsr_edge.export.exporter import ExportOptions, export_model
+    from medsr_edge.export.quantize import conv_module_name
+    from medsr_edge.models.checkpoint import read_metadata
+
+    init = save_model(tmp_path / "run" / "model.safetensors", _trained_like(), CFG, {"scale": 4, "iterations": 1})
+    opts = TrainOptions(data=phantom_dir, out=tmp_path / "qat", iters=24, batch=2, patch=32, lr=1e-4, val_every=24)
+    ckpt = distill_student(opts, None, CFG, init=init, pixel_loss="l2", int8_aware=1)
+    ranges = read_metadata(ckpt)[1]["int8_aware"]["ranges"]
+    assert sorted(ranges) == sorted(quantized_convolutions(build_model(CFG), 1))
+    with pytest.raises(ModelError, match="--int8-float-convs 1"):
+        export_model(ckpt, "onnx-int8", ExportOptions(output=tmp_path / "x.onnx", calib_data=phantom_dir, calib_split="val"))
+    out = export_model(ckpt, "onnx-int8", ExportOptions(output=tmp_path / "q.onnx", calib_data=phantom_dir, calib_split="val",
+                                                        int8_float_convs=1, max_gt_drop=5.0, min_psnr_vs_fp32=0.0,
+                                                        max_local_diff=1.0), report=lambda s: None)
+    graph = onnx.load(str(out)).graph
+    init_values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    quantize_by_input = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    checked = 0
+    for conv in (n for n in graph.node if n.op_type == "Conv" and n.input[0] in dequantized):
+        name = conv_module_name(conv.name)
+        q_out = quantize_by_input[conv.output[0]]
+        q_in = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.output[0] == dequantized[conv.input[0]])
+        for side, q in (("input", q_in), ("output", q_out)):
+            low, high = ranges[name][side]
+            assert float(init_values[q.input[1]]) == pytest.approx((high - low) / 255, rel=1e-5)
+            checked += 1
+    assert checked == 2 * len(ranges)
+
+
+def test_float_operations_read_float_tensors_in_the_int8_graph(tmp_path):
+    """The residual Adds, the attention and the fusion's Concat read the float tensors; only the
+    int8 convolutions read 8-bit ones (and a quantized convolution's own output)."""
+    ckpt = save_model(tmp_path / "run" / "model.safetensors", _trained_like(), CFG, {"scale": 4, "iterations": 1})
+    fp32, _ = export_onnx(ckpt, tmp_path / "p.onnx")
+    hrs = [phantom(64, seed=s) for s in range(5)]
+    calib = CalibrationSet([degrade(h, 4) for h in hrs[2:]], [degrade(h, 4) for h in hrs[:2]], hrs[:2], [])
+
+    def float_readers_of_rounded_float_tensors(float_paths):
+        out, report = quantize_int8(fp32, tmp_path / f"q{float_paths}.onnx", calib, float_convs=0, max_gt_drop_db=5.0,
+                                    min_psnr_vs_fp32=0.0, max_local_diff=1.0, float_paths=float_paths)
+        nodes = list(onnx.load(str(out)).graph.node)
+        producer = {o: n for n in nodes for o in n.output}
+        q_source = {n.output[0]: n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
+        readers = []
+        for dq in (n for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in q_source):
+            made_by = producer.get(q_source[dq.input[0]])
+            if made_by is not None and made_by.op_type == "Conv" and made_by.input[0] in producer \
+                    and producer[made_by.input[0]].op_type == "DequantizeLinear":
+                continue
+            readers += [n.op_type for n in nodes if dq.output[0] in n.input and not (
+                n.op_type == "Conv" and producer[n.input[1]].op_type == "DequantizeLinear")]
+        return readers, report, sum(n.op_type == "QuantizeLinear" for n in nodes)
+
+    rounded, _, quantizers = float_readers_of_rounded_float_tensors(False)
+    assert "Add" in rounded  # what ONNX Runtime's quantizer does by itself
+    kept, report, same_quantizers = float_readers_of_rounded_float_tensors(True)
+    assert kept == [] and report["float_reads_restored"] == len(rounded)
+    assert same_quantizers == quantizers  # the int8 convolutions are untouched

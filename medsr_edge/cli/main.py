@@ -326,6 +326,7 @@ def train_student_cmd(
     body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
     int8_aware: Optional[int] = typer.Option(None, help="Fine-tune --init for INT8 export: the convolutions export quantizes run on int8-rounded inputs and weights in training. The value is the --int8-float-convs the export will use."),
+    edge_patches: float = typer.Option(0.0, min=0.0, max=1.0, help="Fraction of training patches centred on an image's strongest edges (markers, metal, collimator and bone edges), which uniform patches rarely hold."),
     iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
     scale: int = typer.Option(4, help="2 or 4."), lr: float = typer.Option(5e-4, help="Peak learning rate (cosine to 1 %)."),
     split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
@@ -339,6 +340,7 @@ def train_student_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
+    opts.edge_patches = edge_patches
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware)
     typer.echo(str(path))

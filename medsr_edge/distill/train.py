@@ -35,7 +35,7 @@ from ..runtime.io import count_by_modality
 from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
 from .pack import resolve_data
-from .qat import simulate_int8
+from .qat import learned_ranges, simulate_int8
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ LOG_EVERY = 50  # iterations between log rows (losses averaged over them)
 ADVERSARIAL_LOSSES = ("loss_gan", "loss_d")  # RaGAN generator / discriminator losses, log 2 at chance
 ADAM_BETAS = (0.9, 0.99)  # ESRGAN's / BasicSR's
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the peak learning rate
+INT8_STEP_LR = 1e-3  # Adam on log(step) of the INT8-aware run's activation grids: at most ~0.1 % a step
 CACHE_TILE, CACHE_PAD = 128, 8  # teacher cache: LR tile side and the context around it, pixels
 
 
@@ -70,6 +71,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0  # data-loading processes (0: batches made in the training process)
+    edge_patches: float = 0.0  # fraction of patches centred on an image's strongest edges (PatchSampler)
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
     channels_last: bool = False  # NHWC memory format for the networks (CUDA convolutions run faster)
     compile: bool = False  # torch.compile the generator
@@ -273,7 +275,7 @@ class Run:
         # A resumed run draws new patches: the stream depends on the iteration it resumed at.
         seed = np.random.SeedSequence([o.seed, self.ctx.rank, worker, self.resumed_at]).generate_state(1)[0]
         return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
-                            seed=int(seed))
+                            seed=int(seed), edge_fraction=o.edge_patches)
 
     def batches(self):
         """Endless (lr, hr) batches as tensors on the device. With ``opts.workers`` they are made in
@@ -323,6 +325,7 @@ class Run:
         last_val = next((r for r in reversed(self.log.rows) if r.get("val_psnr") is not None), {}) if self.log else {}
         return {"kind": self.kind, "scale": o.scale, "in_channels": 1, "iterations": it,
                 "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch, "lr": o.lr,
+                **({"edge_patches": o.edge_patches} if o.edge_patches else {}),
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
@@ -584,17 +587,19 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     else:
         cfg = resolve_config(config, scale=opts.scale)
         student = ctx.wrap(build_model(cfg))
-    simulated: list[str] = []
+    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "lr": opts.lr}]
+    grids = None
     if int8_aware is not None:
         if not init:
             raise ValueError("INT8-aware fine-tuning starts from a trained student: pass --init RUN_DIR")
-        simulated = simulate_int8(unwrap(student), int8_aware)
-        log.info("INT8-aware fine-tuning: %d convolutions on int8-rounded inputs and weights (%s ... %s)",
-                 len(simulated), simulated[0], simulated[-1])
+        grids = simulate_int8(unwrap(student), int8_aware).to(ctx.device)
+        groups.append({"params": list(grids.parameters()), "lr": INT8_STEP_LR})
+        log.info("INT8-aware fine-tuning: %d convolutions on int8-rounded inputs and weights (%s ... %s), "
+                 "activation step sizes learned", len(grids.names), grids.names[0], grids.names[-1])
     ema = ema_of(unwrap(student), opts.ema_decay).to(ctx.device)
-    opt = torch.optim.Adam(student.parameters(), lr=opts.lr, betas=ADAM_BETAS)
+    opt = torch.optim.Adam(groups, betas=ADAM_BETAS)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, opts.iters, eta_min=opts.lr * COSINE_FLOOR)
-    modules = {"student": student, "ema": ema, "opt": opt, "sched": sched}
+    modules = {"student": student, "ema": ema, "opt": opt, "sched": sched, **({"int8_grids": grids} if grids is not None else {})}
     start = run.resume(modules)
     if start >= opts.iters:
         log.info("%s already complete (%d iterations) in %s", run.kind, start, run.out)
@@ -641,11 +646,17 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
 
     extra = {"config": cfg, "teacher": str(teacher_path) if teacher_path else None, "teacher_config": t_cfg,
              "init": str(init) if init else None,
-             **({"int8_aware": {"float_convs": int8_aware, "simulated": len(simulated)}} if int8_aware is not None else {}),
              **({"body_from": {k: v for k, v in transfer.items() if k != "copied"} | {"copied": len(transfer["copied"])}}
                 if transfer else {}),
              "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},
              "cache_teacher": cache_teacher, "ema_decay": opts.ema_decay}
+
+    def int8_meta() -> dict:
+        if grids is None:
+            return {}
+        return {"int8_aware": {"float_convs": int8_aware, "simulated": len(grids.names), "step_lr": INT8_STEP_LR,
+                               "ranges": learned_ranges(grids)}}
+
     run.loop(start, step, lambda: ema.module,
-             lambda it: run.save(it, modules, ema.module, cfg, extra))
+             lambda it: run.save(it, modules, ema.module, cfg, extra | int8_meta()))
     return run.out / "model.safetensors"

@@ -106,8 +106,12 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
     if opts.calib_data is not None:
         scale = int(read_metadata(ckpt)[1].get("scale", 4))
         calib = load_calibration_set(opts.calib_data, scale, opts.calib_images, split=opts.calib_split)
+    aware = read_metadata(ckpt)[1].get("int8_aware") or {}
+    if fmt.precision == "int8" and aware.get("ranges") and aware["float_convs"] != opts.int8_float_convs:
+        raise ModelError(f"{ckpt}: its INT8-aware run learned activation ranges with --int8-float-convs "
+                         f"{aware['float_convs']}; export it with --int8-float-convs {aware['float_convs']}")
     q = dict(max_gt_drop_db=opts.max_gt_drop, min_psnr_vs_fp32=opts.min_psnr_vs_fp32, float_convs=opts.int8_float_convs,
-             reference=opts.int8_reference, max_local_diff=opts.max_local_diff)
+             reference=opts.int8_reference, max_local_diff=opts.max_local_diff, ranges=aware.get("ranges"))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if fmt.name == "onnx" else Path(tmp) / f"{base}.onnx"
         fp32, verified = export_onnx(ckpt, fp32, opts.opset, base, calib.check_lr if calib else None)

@@ -149,10 +149,66 @@ def float_nodes(model: onnx.ModelProto, extra_convs: int = 0) -> list[str]:
     return [nodes[convs[0]].name] + early + feeding + [n.name for n in nodes[convs[-1]:] if n.name]
 
 
+def keep_float_tensors_float(model: onnx.ModelProto) -> int:
+    """Let the float operations read the float tensors again; returns how many inputs were rewired.
+
+    ONNX Runtime's QDQ quantizer rounds a tensor that feeds a quantized convolution for *every*
+    reader: the residual stream of each block (its input, read by the next block's first
+    convolution and by the residual Add) and the features that the fusion concatenates would pass
+    through 8 bits at every block, and those roundings add up along the stream (8-block quality
+    size: 0.286 dB lost against ground truth with them, 0.261 without). Here each DequantizeLinear whose QuantizeLinear rounds a tensor
+    made by a float node (or a graph input) keeps only its quantized-Conv readers; the other readers
+    take the float tensor. The int8 convolutions are unchanged (same QLinearConv fusion, same
+    speed). A quantized convolution's own output stays 8-bit for all its readers: QLinearConv
+    only writes uint8. In place.
+    """
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    quantize_of = {n.output[0]: n for n in nodes if n.op_type == "QuantizeLinear"}
+    rewired = 0
+    for dq in (n for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in quantize_of):
+        source = quantize_of[dq.input[0]].input[0]
+        made_by = producer.get(source)
+        if made_by is not None and made_by.op_type == "Conv" and producer.get(made_by.input[0], made_by).op_type == "DequantizeLinear":
+            continue  # the output of an int8 convolution: only its 8-bit form exists at run time
+        for reader in nodes:
+            if reader.op_type == "Conv" and producer.get(reader.input[1], reader).op_type == "DequantizeLinear":
+                continue  # an int8 convolution: it reads the 8-bit tensor
+            for i, name in enumerate(reader.input):
+                if name == dq.output[0]:
+                    reader.input[i] = source
+                    rewired += 1
+    return rewired
+
+
+def conv_module_name(node_name: str) -> str:
+    """The PyTorch module name of an exported convolution node: ``/body.1/c2/fused/Conv`` -> ``body.1.c2``."""
+    return node_name.strip("/").removesuffix("/Conv").removesuffix("/fused").replace("/", ".")
+
+
+def learned_range_overrides(model: onnx.ModelProto, ranges: dict[str, dict[str, list[float]]],
+                            excluded: list[str]) -> dict[str, list[dict[str, float]]]:
+    """ONNX Runtime ``TensorQuantOverrides`` that set the input and output tensor ranges of each
+    quantized convolution to an INT8-aware run's learned ones. Raises ModelError when the ranges
+    were learned for other convolutions than those this export quantizes (another
+    ``--int8-float-convs`` or another network)."""
+    quantized = {conv_module_name(n.name): n for n in model.graph.node if n.op_type == "Conv" and n.name not in excluded}
+    if set(quantized) != set(ranges):
+        raise ModelError(f"the INT8-aware run learned ranges for {len(ranges)} convolutions but this export quantizes "
+                         f"{len(quantized)} others; export with the --int8-float-convs the run was trained for")
+    overrides: dict[str, list[dict[str, float]]] = {}
+    for name, node in quantized.items():
+        for side, tensor in (("input", node.input[0]), ("output", node.output[0])):
+            low, high = ranges[name][side]
+            overrides[tensor] = [{"rmin": np.float32(min(low, 0.0)), "rmax": np.float32(max(high, 0.0))}]
+    return overrides
+
+
 def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet, method: str = "minmax",
                   activation: str = "uint8", symmetric: bool = False, keep_float_ends: bool = True,
                   max_gt_drop_db: float = 0.1, min_psnr_vs_fp32: float = 40.0, float_convs: int = 0,
-                  reference: str | Path | None = None, max_local_diff: float = LOCAL_DIFF_LIMIT) -> tuple[Path, dict]:
+                  reference: str | Path | None = None, max_local_diff: float = LOCAL_DIFF_LIMIT,
+                  float_paths: bool = True, ranges: dict[str, dict[str, list[float]]] | None = None) -> tuple[Path, dict]:
     """Static QDQ INT8 with per-channel weights, checked on held-back real images.
 
     ``minmax`` calibrates on whole images; ``entropy`` and ``percentile`` (histograms, which need
@@ -166,6 +222,9 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
     hide a bright structure that clipped activation ranges darken. ``reference``: the FP32 ONNX those checks
     compare with, when it is not ``fp32_onnx`` itself: the shipped FP32 model, when ``fp32_onnx``
     comes from an INT8-aware fine-tune of it (``medsr-edge train student --int8-aware``).
+    ``ranges``: that fine-tune's learned ranges (``{convolution: {"input"|"output": [low, high]}}``,
+    its checkpoint's ``int8_aware.ranges``), used for those tensors instead of calibrating them.
+    ``float_paths``: let float operations read float tensors (:func:`keep_float_tensors_float`).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -183,13 +242,18 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
         excluded = float_nodes(pre_model, float_convs) if keep_float_ends else []
+        overrides = learned_range_overrides(pre_model, ranges, excluded) if ranges else {}
         q_path = Path(tmpdir) / "int8.onnx"
         images = calib.calib if method == "minmax" else calibration_tiles(calib.calib)
         quantize_static(str(pre), str(q_path), _Reader(pre_model.graph.input[0].name, images),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                         calibrate_method=cal_method, nodes_to_exclude=excluded, op_types_to_quantize=list(QUANTIZED_OPS),
-                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                       "TensorQuantOverrides": overrides})
+        q_model = onnx.load(str(q_path))
+        rewired = keep_float_tensors_float(q_model) if float_paths else 0
+        onnx.save(q_model, str(q_path))
         got = _run(q_path, calib.check_lr)
         fp32_gt = float(np.mean([psnr(r, h, border) for r, h in zip(ref, calib.check_hr)]))
         int8_gt = float(np.mean([psnr(g, h, border) for g, h in zip(got, calib.check_hr)]))
@@ -199,6 +263,8 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
             "calibration": {"method": method, "images": len(calib.calib), "check_images": len(calib.check_lr),
                             "activation": activation, "symmetric": symmetric},
             "float_nodes": excluded,
+            "learned_ranges": len(overrides),
+            "float_reads_restored": rewired,
             "reference_fp32": Path(reference).name if reference else None,
             "psnr_int8_vs_fp32_db": round(vs_fp32, 3),
             "psnr_fp32_vs_gt_db": round(fp32_gt, 3),
@@ -211,8 +277,9 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
                  vs_fp32, int8_gt, fp32_gt)
         if fp32_gt - int8_gt > max_gt_drop_db or vs_fp32 < min_psnr_vs_fp32:
             raise ModelError(f"{out}: INT8 loses {fp32_gt - int8_gt:.2f} dB against ground truth (limit {max_gt_drop_db}) "
-                             f"and is {vs_fp32:.1f} dB from FP32 (limit {min_psnr_vs_fp32}); nothing written. Try "
-                             "--int8-float-convs 1 or 2, --calib-method percentile or entropy, or more calibration images")
+                             f"and is {vs_fp32:.1f} dB from FP32 (limit {min_psnr_vs_fp32}); nothing written. Try more "
+                             "--int8-float-convs, more calibration images, or an INT8-aware fine-tune "
+                             "(medsr-edge train student --init RUN --int8-aware N) exported with --int8-float-convs N")
         if local > max_local_diff:
             raise ModelError(f"{out}: INT8 changes more than 1 output pixel in 10,000 by over {max_local_diff} of the range "
                              f"(worst check image: {local:.3f}); nothing written. Try --calib-method minmax (it does not "
