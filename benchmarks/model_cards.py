@@ -56,11 +56,14 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
                  "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
-                 "train_images", "disc", "disc_lr", "body_from")
+                 "train_images", "disc", "disc_lr", "body_from", "edge_patches", "int8_aware")
 
 
 def training(meta: dict) -> dict:
-    return {k: meta.get(k) for k in TRAINING_KEYS}
+    out = {k: meta.get(k) for k in TRAINING_KEYS}
+    if out["int8_aware"]:  # the learned ranges themselves live in the checkpoint and the INT8 file
+        out["int8_aware"] = {k: v for k, v in out["int8_aware"].items() if k != "ranges"}
+    return out
 
 
 def perceptual(bench: dict | None, name: str) -> dict | None:
@@ -132,7 +135,8 @@ def markdown(c: dict) -> str:
         images = ", ".join(f"{m} {n}" for m, n in (first.get("train_images") or {}).items())
         lines.insert(4, f"- First stage ({first['run']}): {first.get('kind')}, {first.get('iterations')} iterations, batch {first.get('batch')}, "
                         f"HR patch {first.get('patch')}, wall time {round((first.get('wall_time_s') or 0) / 60)} min, "
-                        f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB. Then, from those weights:")
+                        f"training images {images}, val PSNR {first.get('val_psnr') or 0:.2f} dB"
+                        + (f" (itself a fine-tune of {first['init']})" if first.get("init") else "") + ". Then, from those weights:")
     if t.get("stage") == "gan":
         lines.insert(2, "")
         lines.insert(2, f"GAN-trained, opt-in (`--model {c['name']}`): sharper texture, lower PSNR than the default student. "
@@ -143,6 +147,15 @@ def markdown(c: dict) -> str:
         b = t["body_from"]
         lines.append(f"- Started from {b['from']} ({b['from_config']}, x{b['from_scale']}): {b['copied']} tensors of the same "
                      f"name and shape copied, {len(b['fresh'])} started fresh")
+    if t.get("int8_aware"):
+        a = t["int8_aware"]
+        lines.append(f"- INT8-aware fine-tune (`train student --int8-aware {a['float_convs']}`, learning rate {t.get('lr')}): the "
+                     f"{a['simulated']} convolutions that INT8 runs in 8 bits trained on int8-rounded inputs, weights and outputs"
+                     + (f", their activation step sizes learned (LSQ, learning rate {a['step_lr']}); INT8 export uses those ranges"
+                        if a.get("step_lr") else ""))
+    if t.get("edge_patches"):
+        lines.append(f"- Edge-centred patches (`--edge-patches {t['edge_patches']}`): that share of the training patches centred on "
+                     "an image's strongest edges (burned-in text, image borders, metal, bone)")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
     elif t.get("kind") == "student" and t.get("stage") != "gan":
@@ -183,10 +196,14 @@ def markdown(c: dict) -> str:
     q = c.get("int8")
     if q:
         cal = q["calibration"]
-        lines += ["", f"INT8 artifact: static QDQ, per-channel weights, {cal['activation']} activations calibrated ({cal['method']}) on "
+        ranges = (f"the ranges of {q['learned_ranges']} activation tensors learned in the INT8-aware fine-tune, the others "
+                  if q.get("learned_ranges") else "")
+        local = (f"; at most 1 output pixel in 10,000 off FP32 by over {q['p99_99_abs_diff_vs_fp32']:.3f} of the range"
+                 if q.get("p99_99_abs_diff_vs_fp32") is not None else "")
+        lines += ["", f"INT8 artifact: static QDQ, per-channel weights, {cal['activation']} activations: {ranges}calibrated ({cal['method']}) on "
                       f"{cal['images']} val images (half of them contrast-inverted copies); kept in float: {', '.join(q['float_nodes'])}. "
                       f"Export check on {cal['check_images']} held-back val images: {q['psnr_int8_vs_fp32_db']:.1f} dB from FP32, "
-                      f"{q['psnr_int8_vs_gt_db']:.3f} dB vs ground truth (FP32 {q['psnr_fp32_vs_gt_db']:.3f})."]
+                      f"{q['psnr_int8_vs_gt_db']:.3f} dB vs ground truth (FP32 {q['psnr_fp32_vs_gt_db']:.3f}){local}."]
         if q.get("reference_fp32"):
             lines[-1] += (f" The INT8 weights come from an INT8-aware fine-tune of this model ({q['fine_tune_iterations']} "
                           "iterations of `medsr-edge train student --int8-aware`, the convolutions that INT8 runs in "

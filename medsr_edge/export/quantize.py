@@ -283,7 +283,10 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         if local > max_local_diff:
             raise ModelError(f"{out}: INT8 changes more than 1 output pixel in 10,000 by over {max_local_diff} of the range "
                              f"(worst check image: {local:.3f}); nothing written. Try --calib-method minmax (it does not "
-                             "clip bright structures) or more --int8-float-convs")
+                             "clip bright structures) or more --int8-float-convs"
+                             + (f"; the comparison is with {Path(reference).name}, so the fine-tune's own changes to the "
+                                "float model count too: when that model is better on the test split, ship it as the FP32 "
+                                "model as well (benchmarks/campaign.sh promote)" if reference else ""))
         model = onnx.load(str(q_path))
         set_metadata(model, {**meta, "precision": "int8", "quantization": report})
         atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
