@@ -35,7 +35,9 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 # and forks (L2, `train student --init RUN --loss l2 --iters 2500 --lr 2e-4`): student-x4-ft (sixth
 # session, from the L1 run at 12,825), student-x4-ft2 (ninth, from it at 15,436; shipped as student-x4),
 # student-fast-x4-ft (shipped as student-fast-x4), student-quality-x4-ft (ninth session);
-# student-quality-x4-qat, student-x2-qat (`qat`; INT8 export still refused).
+# student-quality-x4-qat, student-x2-qat (`qat`, min/max grids; INT8 export still refused);
+# student-quality-x4-ft-qat (tenth session: learned ranges, uniform patches; INT8 refused by the local
+# check) and student-quality-x4-ft-qate (learned ranges, edge patches; promoted, shipped with its INT8).
 RUNS=${RUNS:-"student-x4 student 4 30000
 student-fast-x4 student-fast 4 30000 campaign/student-x4"}
 
@@ -91,12 +93,10 @@ qat() {
 }
 
 ship_int8() {
-  local run=$1 name=$2 scale W=medsr_edge/weights
-  scale=$(run_scale "$run")
-  local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)
+  local run=$1 name=$2 W=medsr_edge/weights
   medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" --name "$name" --overwrite \
     --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs "${FLOAT_CONVS:-3}" \
-    --int8-reference "$W/$name.onnx" "${Q[@]}"
+    --int8-reference "$W/$name.onnx"
 }
 
 status() {
@@ -108,14 +108,13 @@ status() {
 
 stop() { pkill -TERM -f "medsr-edge train .*--out campaign/" || true; }  # each run checkpoints, exits 130
 
-ship() {  # ship RUN NAME SCALE: every artifact of NAME from campaign/RUN (FP32 ONNX, torch, FP16, INT8)
-  local run=$1 name=$2 scale=$3 W=medsr_edge/weights X=(--name "$2" --overwrite)
+ship() {  # ship RUN NAME: every artifact of NAME from campaign/RUN (FP32 ONNX, torch, FP16, INT8)
+  local run=$1 name=$2 W=medsr_edge/weights X=(--name "$2" --overwrite)
   medsr-edge export --model "campaign/$run" --format onnx -o "$W/$name.onnx" "${X[@]}" --calib-data "$DATA" --calib-split val
   medsr-edge export --model "campaign/$run" --format pytorch -o "$W/$name.safetensors" "${X[@]}"
   medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$W/$name-fp16.onnx" "${X[@]}"
-  local Q=(); [ "$scale" = 2 ] && Q=(--max-gt-drop 0.3)  # x2 outputs sit near the 8-bit noise floor (release.sh)
   medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$W/$name-int8.onnx" "${X[@]}" \
-    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3 "${Q[@]}"
+    --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3
   echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
 }
 
@@ -125,7 +124,7 @@ promote() {  # promote RUN NAME: replace weights/NAME.* only when the test split
   local run=$1 name=$2 scale tmp
   scale=$(run_scale "$run")
   if [ ! -f "medsr_edge/weights/$name.onnx" ]; then
-    echo "$name is not shipped yet: first release from campaign/$run"; ship "$run" "$name" "$scale"; return
+    echo "$name is not shipped yet: first release from campaign/$run"; ship "$run" "$name"; return
   fi
   tmp=$(mktemp -d)
   cp "medsr_edge/weights/teacher-x$scale.onnx" "$tmp/"
@@ -160,7 +159,7 @@ print("not promoted: the shipped model stays")
 sys.exit(3)
 EOF
   then
-    ship "$run" "$name" "$scale"
+    ship "$run" "$name"
   fi
   rm -rf "$tmp"
 }

@@ -60,9 +60,9 @@ medsr-edge export --model "$SRUN" --format onnx-fp16 --name "$S" -o "$WEIGHTS/$S
 # INT8: the first three body convolutions stay in float too (they lower the 8-bit noise, which a
 # narrow CT window such as brain W80 shows as grain), as does the tail's input (see float_nodes);
 # min/max ranges (percentile ranges clip bright outliers: 0.18 max error against 0.06). x2 outputs
-# sit about 45 dB from the ground truth, near that noise floor, so its gate allows 0.3 dB.
+# sit about 45 dB from the ground truth, near that noise floor; since INT8 export keeps the residual
+# Adds in float (tenth session) the x2 students pass the same 0.1 dB gate as x4 (0.097 and 0.070).
 Q=(--calib-method minmax --int8-float-convs 3)
-if [ "$SCALE" = 2 ]; then Q+=(--max-gt-drop 0.3); fi
 medsr-edge export --model "$SRUN" --format onnx-int8 --name "$S" -o "$WEIGHTS/$S-int8.onnx" "${CAL[@]}" "${X[@]}" "${Q[@]}"
 
 # 4. Benchmark on the test split (README table, JSON, plot), then the model cards from it.
