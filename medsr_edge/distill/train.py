@@ -592,6 +592,8 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     if int8_aware is not None:
         if not init:
             raise ValueError("INT8-aware fine-tuning starts from a trained student: pass --init RUN_DIR")
+        if ctx.world > 1:  # the activation grids live outside the DDP-wrapped module: not synchronised
+            raise ValueError("INT8-aware fine-tuning runs in one process; start it without torchrun")
         grids = simulate_int8(unwrap(student), int8_aware).to(ctx.device)
         groups.append({"params": list(grids.parameters()), "lr": INT8_STEP_LR})
         log.info("INT8-aware fine-tuning: %d convolutions on int8-rounded inputs and weights (%s ... %s), "
