@@ -287,9 +287,8 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
                              + (f"; the comparison is with {Path(reference).name}, so the fine-tune's own changes to the "
                                 "float model count too: when that model is better on the test split, ship it as the FP32 "
                                 "model as well (benchmarks/campaign.sh promote)" if reference else ""))
-        model = onnx.load(str(q_path))
-        set_metadata(model, {**meta, "precision": "int8", "quantization": report})
-        atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
+        set_metadata(q_model, {**meta, "precision": "int8", "quantization": report})
+        atomic_write(out, lambda tmp: onnx.save(q_model, str(tmp)))
         return out, report
 
 
