@@ -246,7 +246,8 @@ def _train(fn, *args, **kwargs):
 
 
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
-                   blur, noise, limit, speed: SpeedOptions | None = None):
+                   blur, noise, limit, speed: SpeedOptions | None = None, recipe: RecipeOptions | None = None):
+    from ..distill.data import BALANCE_CHOICES, AugmentConfig
     from ..distill.train import TrainOptions
 
     if not (Path(data).is_dir() or Path(data).suffix == ".zip" and Path(data).is_file()):
@@ -254,7 +255,20 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
     if denoise is not None and denoise not in DENOISE_CHOICES:
         fail(f"--denoise {denoise!r}: use {' or '.join(DENOISE_CHOICES)}")
     speed = speed or SpeedOptions()
+    recipe = recipe or RecipeOptions()
+    if recipe.balance not in BALANCE_CHOICES:
+        fail(f"--balance {recipe.balance!r}: use {', '.join(BALANCE_CHOICES)}")
+    if recipe.exclude_sources:
+        from ..distill.pack import resolve_data
+        from ..runtime.io import data_files
+
+        try:  # an unknown name is a one-line error listing the sources, before any image is read
+            data_files(resolve_data(data), split or None, exclude_sources=recipe.exclude_sources)
+        except MedsrError as exc:
+            fail(str(exc))
     return TrainOptions(data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
+                        exclude_sources=tuple(recipe.exclude_sources), balance=recipe.balance,
+                        augment=AugmentConfig(p_intensity=recipe.intensity_aug, p_degrade_jitter=recipe.degrade_jitter),
                         split=split or None, val_split=val_split or None, val_every=val_every,
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
                         noise_sigma=noise, limit_per_modality=limit, workers=speed.workers,
@@ -270,6 +284,15 @@ class SpeedOptions:
         self.workers, self.max_minutes, self.channels_last, self.compile = workers, max_minutes, channels_last, compile
 
 
+class RecipeOptions:
+    """What the training data is and how patches are drawn and varied (shared by the training commands)."""
+
+    def __init__(self, exclude_sources: list[str] | None = None, balance: str = "source", intensity_aug: float = 0.0,
+                 degrade_jitter: float = 0.0) -> None:
+        self.exclude_sources = list(exclude_sources or [])
+        self.balance, self.intensity_aug, self.degrade_jitter = balance, intensity_aug, degrade_jitter
+
+
 _common = dict(
     data=typer.Option(..., help="Folder of PNG/JPEG/TIFF/DICOM (e.g. ../shared/data), or a pack from `medsr-edge pack-data`."),
     out=typer.Option(..., help="Output folder: model.safetensors, log.csv, curves.png, ckpt/ (resumed)."),
@@ -277,6 +300,11 @@ _common = dict(
     max_minutes=typer.Option(None, min=0.1, help="Stop after this many minutes with a checkpoint; the same command resumes."),
     channels_last=typer.Option(False, help="NHWC memory format (faster convolutions on CUDA)."),
     compile=typer.Option(False, help="torch.compile the network (CUDA; slow to start)."),
+    exclude_source=typer.Option(None, "--exclude-source", metavar="MODALITY/SOURCE",
+                                help="Leave this source (e.g. mri/dcmqa-decubitus-siemens-prisma) out of training and validation, to score the run on it later; repeatable."),
+    balance=typer.Option("source", help="Patch sampling: source (each modality, then each source in it, alike), modality, or image."),
+    intensity_aug=typer.Option(0.0, min=0.0, max=1.0, help="Share of patches seen through a random window/level, gamma and (1 in 5) inversion."),
+    degrade_jitter=typer.Option(0.0, min=0.0, max=1.0, help="Share of LR patches made with a random extra blur (sigma <= 0.5 HR px) and noise (<= 0.004)."),
 )
 
 
@@ -303,6 +331,8 @@ def train_teacher_cmd(
     perceptual: str = typer.Option("auto", help="Perceptual backbone for --stage gan: auto, vgg19-conv5_4 ($MEDSR_VGG19_WEIGHTS), vgg16-conv5_3 (pip install 'medsr-edge[perceptual]'), feature-matching."),
     workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
+    exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
+    intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
 ) -> None:
     """Train the RRDBNet teacher (stage psnr, then stage gan)."""
     _setup_logging(True)
@@ -311,7 +341,8 @@ def train_teacher_cmd(
     from ..distill.train import train_teacher
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
+                          denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter))
     path = _train(train_teacher, opts, config, stage, init, pixel_weight=pixel_weight,
                   perceptual_weight=perceptual_weight, gan_weight=gan_weight, disc_config=disc,
                   perceptual=perceptual, disc_lr=disc_lr)
@@ -333,13 +364,16 @@ def train_student_cmd(
     threads: Optional[int] = None, limit: Optional[int] = None,
     workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
+    exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
+    intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
 ) -> None:
     """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
     _setup_logging(True)
     from ..distill.train import distill_student
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
+                          None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter))
     opts.edge_patches = edge_patches
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware)
@@ -452,6 +486,9 @@ def bench(
     fd_vgg16: bool = typer.Option(False, "--fd-vgg16", help="Add a Fréchet distance on ImageNet VGG16 features (pip install 'medsr-edge[perceptual]'; slow on a CPU)."),
     frd: bool = typer.Option(False, "--frd", help="Add the Fréchet Radiomics Distance v1, overall and per modality (pip install 'medsr-edge[frd]'; about 1 s per image per row)."),
     latency_rounds: int = typer.Option(9, min=0, help="After the quality pass, time every row again in this many interleaved rounds on 2 typical images per modality; the gate's latency ratios are the medians of the per-round ratios (0: no such pass, ratios of p50s)."),
+    source: Optional[list[str]] = typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Only this source (or modality) of --data; repeatable. With no --split, every image of it: a held-out source is scored on all its images."),
+    exclude_source: Optional[list[str]] = typer.Option(None, "--exclude-source", metavar="MODALITY/SOURCE", help="Leave this source out; repeatable."),
+    by_source: bool = typer.Option(False, "--by-source", help="Also show the gain over bicubic per source (<modality>/<source>) in the table, Markdown and CSV (NAME-by-source.csv); the JSON always has it."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
     import json
@@ -472,7 +509,7 @@ def bench(
                    if m in shipped_models()]
     req = BenchRequest(data, scale, models, backends, split, limit, tile,
                        threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd,
-                       latency_rounds)
+                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source)
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

@@ -2,9 +2,10 @@
 
 Images are read with the runtime readers, normalised per image to [0, 1] (the runtime's
 :class:`~medsr_edge.runtime.transforms.Normalizer`) and kept in memory. Batches are sampled
-modality-balanced (the first folder under the data root names the modality), augmented on the
-HR patch, and degraded with the same :func:`~medsr_edge.runtime.transforms.degrade` that the
-benchmark uses.
+balanced per modality, then per source (``<modality>/<source>``, the first two folders under the
+data root), so one large source does not drown the others; augmented on the HR patch (geometry,
+and optionally intensity); and degraded with the same
+:func:`~medsr_edge.core.degradation.degrade` that the benchmark uses.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from scipy import ndimage
 
 from ..core.degradation import crop_to_multiple, degrade
 from ..core.errors import ImageReadError
-from ..runtime.io import discover, read_image
+from ..runtime.io import data_files, read_image
 from ..runtime.transforms import Normalizer
 
 log = logging.getLogger(__name__)
@@ -30,18 +31,22 @@ class Sample:
     modality: str
     path: Path
     step: float = 0.0  # the source's value grid in [0, 1] units; LR images are rounded to it
+    source: str = ""  # <modality>/<source>
 
 
 def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,
-                 limit_per_modality: int | None = None, min_size: int = 64) -> list[Sample]:
+                 limit_per_modality: int | None = None, min_size: int = 64, *,
+                 exclude_sources: tuple[str, ...] | list[str] = ()) -> list[Sample]:
     """Read and normalise every image (each frame of a multi-frame file is one sample).
 
     denoise: None, ``"median"`` (3x3) or ``"gaussian"`` (sigma 0.5): optional clean-up of the
-    ground truth, e.g. for noisy low-dose CT.
+    ground truth, e.g. for noisy low-dose CT. exclude_sources: sources (``<modality>/<source>``)
+    left out, e.g. to score a recipe on a source it never saw; an unknown name is refused.
     """
     counts: dict[str, int] = {}
     samples = []
-    for path, modality in discover(root, split):
+    for found in data_files(root, split, exclude_sources=exclude_sources):
+        path, modality = found.path, found.modality
         if limit_per_modality and counts.get(modality, 0) >= limit_per_modality:
             continue
         try:
@@ -59,7 +64,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
                 hr = ndimage.median_filter(hr, size=3)
             elif denoise == "gaussian":
                 hr = ndimage.gaussian_filter(hr, 0.5)
-            samples.append(Sample(hr.astype(np.float32), modality, path, step))
+            samples.append(Sample(hr.astype(np.float32), modality, path, step, found.source))
             counts[modality] = counts.get(modality, 0) + 1
     if not samples:
         raise FileNotFoundError(f"no readable images under {root}" + (f" in '{split}' folders" if split else ""))
@@ -68,6 +73,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
 
 CONTENT_STD = 0.02  # a patch whose std is below this (in [0, 1] units) is background; draw again
 CONTENT_TRIES = 8  # draws before an empty-looking patch is accepted anyway
+BALANCE_CHOICES = ("source", "modality", "image")
 EDGE_CELL, EDGE_POINTS = 16, 64  # edge-centred patches: 16x16-pixel cells, at most 64 per image
 _SPLINE_MARGIN = 8  # pixels; the cubic B-spline prefilter decays as 0.268^n (8 px: 2.6e-5)
 
@@ -83,6 +89,33 @@ class AugmentConfig:
     p_elastic: float = 0.1  # smooth elastic deformation
     elastic_alpha: float = 6.0  # displacement amplitude, pixels
     elastic_sigma: float = 12.0  # smoothness of the displacement field, pixels
+    p_intensity: float = 0.0  # intensity augmentation (gamma, window/level, inversion) of a patch
+    max_gamma: float = 1.6  # gamma in [1/max_gamma, max_gamma], log-uniform
+    max_window_cut: float = 0.15  # window/level: up to this fraction of [0, 1] cut at each end
+    p_invert: float = 0.2  # of the intensity-augmented patches, this share inverted (MONOCHROME1-like)
+    p_degrade_jitter: float = 0.0  # LR made with a random extra blur and noise (still bicubic)
+    max_blur: float = 0.5  # extra Gaussian blur sigma, HR pixels, uniform in [0, max_blur]
+    max_noise: float = 0.004  # Gaussian noise sigma on the LR, [0, 1] units, uniform in [0, max_noise]
+
+    def __post_init__(self) -> None:
+        for name in ("p_rotate", "p_scale", "p_elastic", "p_intensity", "p_invert", "p_degrade_jitter"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} {getattr(self, name)} is a probability: use 0..1")
+        if self.max_gamma < 1.0 or not 0.0 <= self.max_window_cut < 0.5 or self.max_blur < 0 or self.max_noise < 0:
+            raise ValueError("augmentation ranges: max_gamma >= 1, 0 <= max_window_cut < 0.5, max_blur and max_noise >= 0")
+
+
+def intensity_augment(hr: np.ndarray, step: float, aug: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A patch in [0, 1] seen through another display pipeline: a random window/level (each end cut
+    by up to ``max_window_cut``, then stretched back to [0, 1]), a gamma in [1/max_gamma, max_gamma]
+    and, with ``p_invert``, inverted. Returns the patch and its value grid step, stretched with it."""
+    lo, hi = rng.uniform(0.0, aug.max_window_cut, 2)
+    hi = 1.0 - hi
+    out = np.clip((hr - lo) / (hi - lo), 0.0, 1.0)
+    out = out ** np.float32(np.exp(rng.uniform(-1.0, 1.0) * np.log(aug.max_gamma)))
+    if rng.random() < aug.p_invert:
+        out = 1.0 - out
+    return out.astype(np.float32), step / (hi - lo) if step else step
 
 
 def _dihedral(arrs, rng):
@@ -98,8 +131,12 @@ class PatchSampler:
     """Draws (lr, hr) batches: lr (B, 1, P/scale, P/scale), hr (B, 1, P, P), float32 in [0, 1]."""
 
     def __init__(self, samples: list[Sample], patch: int, scale: int, augment: AugmentConfig | None = None,
-                 blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balanced: bool = True,
+                 blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balance: str = "source",
                  edge_fraction: float = 0.0) -> None:
+        """balance: ``"source"`` (a modality, then a source in it, then an image, each uniformly),
+        ``"modality"`` (a modality, then an image in it) or ``"image"`` (every image alike)."""
+        if balance not in BALANCE_CHOICES:
+            raise ValueError(f"balance {balance!r}: use {', '.join(BALANCE_CHOICES)}")
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of scale {scale}")
         self.samples = [s for s in samples if min(s.hr.shape) >= patch]
@@ -111,13 +148,18 @@ class PatchSampler:
         self.edge_fraction = edge_fraction
         self._edges: dict[int, np.ndarray] = {}
         self.rng = np.random.default_rng(seed)
-        self.by_modality: dict[str, list[int]] = {}
+        # groups[modality][source] -> sample indices; one modality/source level collapses per balance
+        self.groups: dict[str, dict[str, list[int]]] = {}
         for i, s in enumerate(self.samples):
-            self.by_modality.setdefault(s.modality if balanced else "all", []).append(i)
+            mod = "all" if balance == "image" else s.modality
+            src = s.source if balance == "source" else "all"
+            self.groups.setdefault(mod, {}).setdefault(src, []).append(i)
 
     def _pick(self) -> Sample:
-        mods = sorted(self.by_modality)
-        idx = self.by_modality[mods[int(self.rng.integers(len(mods)))]]
+        mods = sorted(self.groups)
+        by_source = self.groups[mods[int(self.rng.integers(len(mods)))]]
+        srcs = sorted(by_source)
+        idx = by_source[srcs[int(self.rng.integers(len(srcs)))]]
         return self.samples[idx[int(self.rng.integers(len(idx)))]]
 
     def edge_points(self, sample: Sample) -> np.ndarray:
@@ -177,12 +219,24 @@ class PatchSampler:
             patch = self._geometric(img, y, x)
             if patch.std() > CONTENT_STD:
                 break
-        return _dihedral([patch], self.rng)[0], sample.step
+        step = sample.step
+        if self.augment.p_intensity and self.rng.random() < self.augment.p_intensity:
+            patch, step = intensity_augment(patch, step, self.augment, self.rng)
+        return _dihedral([patch], self.rng)[0], step
+
+    def lr_of(self, hr: np.ndarray, step: float) -> np.ndarray:
+        """The LR patch: bicubic with the run's blur/noise, plus (with ``p_degrade_jitter``) a
+        random extra blur and noise, rounded to the source's value grid."""
+        blur, noise, aug = self.blur_sigma, self.noise_sigma, self.augment
+        if aug.p_degrade_jitter and self.rng.random() < aug.p_degrade_jitter:
+            blur = float(np.hypot(blur, self.rng.uniform(0.0, aug.max_blur)))
+            noise = float(np.hypot(noise, self.rng.uniform(0.0, aug.max_noise)))
+        return degrade(hr, self.scale, blur, noise, self.rng, step)
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         drawn = [self.hr_patch() for _ in range(size)]
         hrs = [h for h, _ in drawn]
-        lrs = [degrade(h, self.scale, self.blur_sigma, self.noise_sigma, self.rng, step) for h, step in drawn]
+        lrs = [self.lr_of(h, step) for h, step in drawn]
         return np.stack(lrs)[:, None], np.stack(hrs)[:, None]
 
 

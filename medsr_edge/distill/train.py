@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class TrainOptions:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0  # data-loading processes (0: batches made in the training process)
     edge_patches: float = 0.0  # fraction of patches centred on an image's strongest edges (PatchSampler)
+    exclude_sources: tuple[str, ...] = ()  # <modality>/<source> names left out of training and validation
+    balance: str = "source"  # patch sampling: per modality then per source ("source"), "modality" or "image"
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
     channels_last: bool = False  # NHWC memory format for the networks (CUDA convolutions run faster)
     compile: bool = False  # torch.compile the generator
@@ -258,8 +260,11 @@ class Run:
         self.log = RunLog(self.out, kind) if self.ctx.is_main else None
         t0 = time.time()
         self.data = resolve_data(opts.data)  # a folder, or a pack made by `medsr-edge pack-data`
-        self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality)
-        val_samples = load_samples(self.data, opts.val_split, None, 4) if opts.val_split else self.train_samples
+        held_out = tuple(opts.exclude_sources)
+        self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality,
+                                          exclude_sources=held_out)
+        val_samples = (load_samples(self.data, opts.val_split, None, 4, exclude_sources=held_out)
+                       if opts.val_split else self.train_samples)
         self.val = validation_set(val_samples, opts.scale)
         self.modality_counts = count_by_modality(s.modality for s in self.train_samples)
         if self.ctx.is_main:
@@ -275,7 +280,7 @@ class Run:
         # A resumed run draws new patches: the stream depends on the iteration it resumed at.
         seed = np.random.SeedSequence([o.seed, self.ctx.rank, worker, self.resumed_at]).generate_state(1)[0]
         return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
-                            seed=int(seed), edge_fraction=o.edge_patches)
+                            seed=int(seed), balance=o.balance, edge_fraction=o.edge_patches)
 
     def batches(self):
         """Endless (lr, hr) batches as tensors on the device. With ``opts.workers`` they are made in
@@ -327,6 +332,9 @@ class Run:
                 "wall_time_s": round(self.elapsed()), "batch": o.batch, "patch": o.patch, "lr": o.lr,
                 **({"edge_patches": o.edge_patches} if o.edge_patches else {}),
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
+                "train_sources": count_by_modality(s.source for s in self.train_samples),
+                "exclude_sources": list(o.exclude_sources), "balance": o.balance,
+                "augment": asdict(o.augment),
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
                 "world_size": self.ctx.world, "torch": torch.__version__, "medsr_edge": __version__,

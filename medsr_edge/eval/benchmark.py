@@ -26,7 +26,7 @@ from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import FORMATS, Format
 from ..core.metrics import psnr, ssim
 from ..core.sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
-from ..runtime.io import discover, read_image
+from ..runtime.io import data_files, read_image
 from ..runtime.models import shipped_models, weights_dir
 from ..runtime.transforms import Normalizer
 
@@ -38,6 +38,7 @@ class BenchImage:
     lr: np.ndarray
     hr: np.ndarray
     path: Path | None = None
+    source: str = ""  # <modality>/<source> under the data folder
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Row:
     ssim: float | None = None
     psnr_gain_vs_bicubic: float | None = None
     per_modality: dict = field(default_factory=dict)
+    per_source: dict = field(default_factory=dict)  # <modality>/<source> -> n, psnr, ssim, gain over bicubic
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
     images_per_s: float | None = None
@@ -67,12 +69,15 @@ class Row:
 
 
 def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None,
-                      left_out: list[str] | None = None) -> list[BenchImage]:
-    """Ground truths (first frame, normalised per image) and their LR versions, modality-tagged.
-    Unreadable files are left out; their one-line errors are appended to ``left_out``."""
+                      left_out: list[str] | None = None, *, sources: tuple[str, ...] | list[str] = (),
+                      exclude_sources: tuple[str, ...] | list[str] = ()) -> list[BenchImage]:
+    """Ground truths (first frame, normalised per image) and their LR versions, tagged with modality
+    and source; ``sources`` / ``exclude_sources`` select sources as :func:`~medsr_edge.runtime.io.data_files`
+    does. Unreadable files are left out; their one-line errors are appended to ``left_out``."""
     root = Path(data)
     out, counts = [], {}
-    for f, modality in discover(root, split):
+    for found in data_files(root, split, sources=sources, exclude_sources=exclude_sources):
+        f, modality = found.path, found.modality
         if limit and counts.get(modality, 0) >= limit:
             continue
         try:
@@ -86,7 +91,7 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
         if min(hr.shape) < 8 * scale:
             continue
         lr = degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))
-        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, lr, hr, f))
+        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, lr, hr, f, found.source))
         counts[modality] = counts.get(modality, 0) + 1
     if not out:
         raise MedsrError(f"{data}: no readable images" + (f" in '{split}' folders" if split else ""))
@@ -138,15 +143,23 @@ class PeakRSS:
         return None if self.base is None or self.peak is None else round(max(self.peak - self.base, 0.0), 1)
 
 
-def _score(row: Row, ps: list[float], ss: list[float], images: list[BenchImage], bicubic: list[float] | None) -> None:
-    row.per_image_psnr = [round(p, 4) for p in ps]
-    for m in sorted({im.modality for im in images}):
-        idx = [i for i, im in enumerate(images) if im.modality == m]
+def _group_scores(key, ps: list[float], ss: list[float], images: list[BenchImage], bicubic: list[float] | None) -> dict:
+    """{group: n, mean PSNR, mean SSIM, mean gain over bicubic} with images grouped by ``key(image)``."""
+    out = {}
+    for g in sorted({key(im) for im in images}):
+        idx = [i for i, im in enumerate(images) if key(im) == g]
         entry = {"n": len(idx), "psnr": round(float(np.mean([ps[i] for i in idx])), 4),
                  "ssim": round(float(np.mean([ss[i] for i in idx])), 5)}
         if bicubic is not None:
             entry["psnr_gain_vs_bicubic"] = round(float(np.mean([ps[i] - bicubic[i] for i in idx])), 4)
-        row.per_modality[m] = entry
+        out[g] = entry
+    return out
+
+
+def _score(row: Row, ps: list[float], ss: list[float], images: list[BenchImage], bicubic: list[float] | None) -> None:
+    row.per_image_psnr = [round(p, 4) for p in ps]
+    row.per_modality = _group_scores(lambda im: im.modality, ps, ss, images, bicubic)
+    row.per_source = _group_scores(lambda im: im.source or im.modality, ps, ss, images, bicubic)
     row.psnr = round(float(np.mean([v["psnr"] for v in row.per_modality.values()])), 4)
     row.ssim = round(float(np.mean([v["ssim"] for v in row.per_modality.values()])), 5)
     if bicubic is not None:
@@ -371,9 +384,30 @@ def notes(rows: list[Row]) -> list[str]:
     return [f"{r.name} {r.format}: {r.status}: {r.reason}" for r in rows if r.status != "ok"]
 
 
-def markdown_table(rows: list[Row], fid_skipped: bool = False) -> str:
+def source_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the per-source view: one row per source (``<modality>/<source>``) with
+    its image count, bicubic PSNR and each model row's gain over bicubic there, dB."""
+    bic = next((r for r in rows if r.name == "bicubic"), None)
+    scored = [r for r in rows if r.status == "ok" and r.per_source and r.name != "bicubic"]
+    headers = ["Source", "Images", "bicubic PSNR"] + [f"{r.name} {r.precision}" for r in scored]
+    out = []
+    for src in sorted({s for r in rows for s in r.per_source}):
+        n = next(r.per_source[src]["n"] for r in rows if src in r.per_source)
+        bic_psnr = bic.per_source.get(src, {}).get("psnr") if bic else None
+        gains = [r.per_source.get(src, {}).get("psnr_gain_vs_bicubic") for r in scored]
+        out.append([src, str(n), "-" if bic_psnr is None else f"{bic_psnr:.2f}"]
+                   + ["-" if g is None else f"{g:+.2f}" for g in gains])
+    return headers, out
+
+
+def markdown_table(rows: list[Row], fid_skipped: bool = False, by_source: bool = False) -> str:
+    """The bench table in Markdown; with ``by_source`` followed by the per-source gains."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table(rows, fid_skipped)]
+    if by_source:
+        headers, cells = source_table(rows)
+        lines += ["", "Gain over bicubic per source, dB:", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
     return "\n".join(lines)
 
 

@@ -36,6 +36,9 @@ class BenchRequest:
     fd_vgg16: bool = False  # Fréchet distance on VGG16 features (slow on a CPU: VGG16 per 240-pixel crop)
     frd: bool = False  # Fréchet Radiomics Distance v1 (frd-score; about 1 s per image on a CPU)
     latency_rounds: int = 9  # interleaved timing rounds after the quality pass (0: none)
+    sources: tuple[str, ...] = ()  # only these <modality>/<source> (or modalities); () = all
+    exclude_sources: tuple[str, ...] = ()  # all but these
+    by_source: bool = False  # print and write the gain over bicubic per source too
 
 
 def bench_report(req: BenchRequest, console) -> dict:
@@ -46,7 +49,8 @@ def bench_report(req: BenchRequest, console) -> dict:
     if not Path(req.data).exists():
         raise MedsrError(f"{req.data}: data folder not found")
     left_out: list[str] = []
-    images = bm.load_bench_images(req.data, req.scale, req.split, req.limit, left_out)
+    images = bm.load_bench_images(req.data, req.scale, req.split, req.limit, left_out, sources=req.sources,
+                                  exclude_sources=req.exclude_sources)
     if left_out:
         console.print(f"{len(left_out)} unreadable files left out, first: {left_out[0]}", style="yellow", soft_wrap=True)
     mods = count_by_modality(im.modality for im in images)
@@ -82,7 +86,8 @@ def bench_report(req: BenchRequest, console) -> dict:
     guard = bm.fidelity_guard(rows)
     _print_table(rows, req, console, fid_info)
     doc = bm.to_json(rows, {"data": str(req.data), "split": req.split, "scale": req.scale, "limit": req.limit,
-                            "images": mods, "tile": req.tile, "environment": env, "fid": fid_info,
+                            "sources": list(req.sources), "exclude_sources": list(req.exclude_sources),
+                            "images": mods, "images_per_source": count_by_modality(im.source for im in images), "tile": req.tile, "environment": env, "fid": fid_info,
                             "metrics": METRICS_NOTE, "fidelity_guard": {"margin_db": bm.FIDELITY_MARGIN_DB,
                                                                         "refused": guard}})
     _write_files(rows, doc, req, fid is None, len(images))
@@ -103,6 +108,14 @@ def _print_table(rows, req: BenchRequest, console, fid_info: dict) -> None:
     console.print(t)
     for note in bm.notes(rows) + ([f"FID skipped: {fid_info['reason']}"] if skipped else []):
         console.print(f"  {note}", style="dim", soft_wrap=True)
+    if req.by_source:
+        headers, cells = bm.source_table(rows)
+        t = Table(title="gain over bicubic per source, dB")
+        for h in headers:
+            t.add_column(h, overflow="fold")
+        for c in cells:
+            t.add_row(*c)
+        console.print(t)
 
 
 def _write_files(rows, doc: dict, req: BenchRequest, fid_skipped: bool, n_images: int) -> None:
@@ -113,8 +126,14 @@ def _write_files(rows, doc: dict, req: BenchRequest, fid_skipped: bool, n_images
             w = csv.writer(fh)
             w.writerow(bm.HEADERS)
             w.writerows(bm.table(rows, fid_skipped))
+        if req.by_source:  # beside it: NAME-by-source.csv
+            headers, cells = bm.source_table(rows)
+            with open(Path(req.csv_path).with_name(Path(req.csv_path).stem + "-by-source.csv"), "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(headers)
+                w.writerows(cells)
     if req.markdown:
-        Path(req.markdown).write_text(bm.markdown_table(rows, fid_skipped) + "\n")
+        Path(req.markdown).write_text(bm.markdown_table(rows, fid_skipped, req.by_source) + "\n")
     if req.plot_path:
         where = f"{Path(req.data).name}" + (f"/{req.split}" if req.split else "")
         bm.plot(rows, req.plot_path, f"x{req.scale} on {where}, {n_images} images")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ImageReadError, ImageWriteError, first_line
+from ..core.errors import ImageReadError, ImageWriteError, MedsrError, first_line
 from ..core.files import atomic_write
 from .dicom import read_dicom
 from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger, to_stored
@@ -103,18 +103,63 @@ def iter_image_files(paths, recursive: bool = True) -> list[Path]:
     return find_image_files(paths, recursive).images
 
 
-def discover(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
-    """(file, modality) for every image under a data folder laid out ``<modality>/<source>/<split>/``
-    (``../shared/data``); the modality is the first folder ("all" for files at the top). With
-    ``split``, only files inside a folder of that name. A single file is its own data set."""
+def source_of(rel_parts: tuple[str, ...]) -> str:
+    """The source of a file from its path parts under a data root: ``<modality>/<source>`` for
+    ``<modality>/<source>/<split>/<file>``; the modality alone (or "all") when the file is higher up."""
+    if len(rel_parts) > 2:
+        return f"{rel_parts[0]}/{rel_parts[1]}"
+    return rel_parts[0] if len(rel_parts) > 1 else "all"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One image of a data folder: its path, modality (first folder) and source (``<modality>/<source>``)."""
+
+    path: Path
+    modality: str
+    source: str
+
+
+def data_files(root: str | Path, split: str | None = None, *, sources: tuple[str, ...] | list[str] = (),
+               exclude_sources: tuple[str, ...] | list[str] = ()) -> list[DataFile]:
+    """Every image under a data folder laid out ``<modality>/<source>/<split>/`` (``../shared/data``).
+
+    split: only files inside a folder of that name (None: all). sources: only these sources
+    (``<modality>/<source>``, or a whole modality); exclude_sources: all but these. A name that
+    matches no source is refused (:class:`MedsrError` listing the sources), so a typo never
+    silently trains on everything. A single file is its own data set."""
     root = Path(root)
-    out = []
+    found, folders = [], {}
     for f in iter_image_files([root]):
         rel = f.relative_to(root).parts if root.is_dir() else (f.name,)
-        if split and split not in rel[:-1]:
+        found.append(DataFile(f, rel[0] if len(rel) > 1 else "all", source_of(rel)))
+        folders[f] = rel[:-1]
+    known = sorted({d.source for d in found})
+    for flag, names in (("--source", sources), ("--exclude-source", exclude_sources)):
+        for name in names:
+            if not any(_in_source(name, s) for s in known):
+                raise MedsrError(f"{flag} {name}: no such source under {root}; the sources are: {', '.join(known) or 'none'}")
+    out = []
+    for d in found:
+        if split and split not in folders[d.path]:
             continue
-        out.append((f, rel[0] if len(rel) > 1 else "all"))
+        if sources and not any(_in_source(n, d.source) for n in sources):
+            continue
+        if any(_in_source(n, d.source) for n in exclude_sources):
+            continue
+        out.append(d)
     return out
+
+
+def _in_source(name: str, source: str) -> bool:
+    """``name`` selects ``source``: the same ``<modality>/<source>``, or its modality."""
+    name = name.strip("/")
+    return source == name or source.startswith(name + "/")
+
+
+def discover(root: str | Path, split: str | None = None, **selection) -> list[tuple[Path, str]]:
+    """(file, modality) pairs of :func:`data_files` (same arguments)."""
+    return [(d.path, d.modality) for d in data_files(root, split, **selection)]
 
 
 def count_by_modality(modalities) -> dict[str, int]:
