@@ -247,7 +247,7 @@ def _train(fn, *args, **kwargs):
 
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
                    blur, noise, limit, speed: SpeedOptions | None = None, recipe: RecipeOptions | None = None):
-    from ..distill.data import BALANCE_CHOICES, AugmentConfig
+    from ..distill.data import BALANCE_CHOICES, TRAIN_DEGRADATIONS, AugmentConfig
     from ..distill.train import TrainOptions
 
     if not (Path(data).is_dir() or Path(data).suffix == ".zip" and Path(data).is_file()):
@@ -258,16 +258,19 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
     recipe = recipe or RecipeOptions()
     if recipe.balance not in BALANCE_CHOICES:
         fail(f"--balance {recipe.balance!r}: use {', '.join(BALANCE_CHOICES)}")
-    if recipe.exclude_sources:
+    if recipe.degradation not in TRAIN_DEGRADATIONS:
+        fail(f"--degradation {recipe.degradation!r}: use {', '.join(TRAIN_DEGRADATIONS)}")
+    if recipe.exclude_sources or recipe.sources:
         from ..distill.pack import resolve_data
         from ..runtime.io import data_files
 
         try:  # an unknown name is a one-line error listing the sources, before any image is read
-            data_files(resolve_data(data), split or None, exclude_sources=recipe.exclude_sources)
+            data_files(resolve_data(data), split or None, sources=recipe.sources, exclude_sources=recipe.exclude_sources)
         except MedsrError as exc:
             fail(str(exc))
     return TrainOptions(data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
                         exclude_sources=tuple(recipe.exclude_sources), balance=recipe.balance,
+                        sources=tuple(recipe.sources), degradation=recipe.degradation,
                         augment=AugmentConfig(p_intensity=recipe.intensity_aug, p_degrade_jitter=recipe.degrade_jitter),
                         split=split or None, val_split=val_split or None, val_every=val_every,
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
@@ -288,8 +291,8 @@ class RecipeOptions:
     """What the training data is and how patches are drawn and varied (shared by the training commands)."""
 
     def __init__(self, exclude_sources: list[str] | None = None, balance: str = "source", intensity_aug: float = 0.0,
-                 degrade_jitter: float = 0.0) -> None:
-        self.exclude_sources = list(exclude_sources or [])
+                 degrade_jitter: float = 0.0, sources: list[str] | None = None, degradation: str = "bicubic") -> None:
+        self.exclude_sources, self.sources, self.degradation = list(exclude_sources or []), list(sources or []), degradation
         self.balance, self.intensity_aug, self.degrade_jitter = balance, intensity_aug, degrade_jitter
 
 
@@ -305,6 +308,8 @@ _common = dict(
     balance=typer.Option("source", help="Patch sampling: source (each modality, then each source in it, alike), modality, or image."),
     intensity_aug=typer.Option(0.0, min=0.0, max=1.0, help="Share of patches seen through a random window/level, gamma and (1 in 5) inversion."),
     degrade_jitter=typer.Option(0.0, min=0.0, max=1.0, help="Share of LR patches made with a random extra blur (sigma <= 0.5 HR px) and noise (<= 0.004)."),
+    source=typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Train on this source or modality only (e.g. mri); repeatable."),
+    degradation=typer.Option("bicubic", help="How LR patches are made: bicubic; mr-kspace, ct-kernel or xr-detector (acquisition physics, parameters drawn per patch from documented ranges); mixed (half bicubic, half the family of each patch's modality)."),
 )
 
 
@@ -333,6 +338,7 @@ def train_teacher_cmd(
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
+    source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
 ) -> None:
     """Train the RRDBNet teacher (stage psnr, then stage gan)."""
     _setup_logging(True)
@@ -342,7 +348,7 @@ def train_teacher_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
-                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter))
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation))
     path = _train(train_teacher, opts, config, stage, init, pixel_weight=pixel_weight,
                   perceptual_weight=perceptual_weight, gan_weight=gan_weight, disc_config=disc,
                   perceptual=perceptual, disc_lr=disc_lr)
@@ -366,6 +372,7 @@ def train_student_cmd(
     channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
+    source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
 ) -> None:
     """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
     _setup_logging(True)
@@ -373,7 +380,7 @@ def train_student_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
-                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter))
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation))
     opts.edge_patches = edge_patches
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware)
@@ -488,6 +495,7 @@ def bench(
     latency_rounds: int = typer.Option(9, min=0, help="After the quality pass, time every row again in this many interleaved rounds on 2 typical images per modality; the gate's latency ratios are the medians of the per-round ratios (0: no such pass, ratios of p50s)."),
     source: Optional[list[str]] = typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Only this source (or modality) of --data; repeatable. With no --split, every image of it: a held-out source is scored on all its images."),
     exclude_source: Optional[list[str]] = typer.Option(None, "--exclude-source", metavar="MODALITY/SOURCE", help="Leave this source out; repeatable."),
+    degradation: str = typer.Option("bicubic", help="LR model: bicubic; mr-kspace, ct-kernel, xr-detector (acquisition physics at fixed settings); physics (each image under its modality's family). Adds Lanczos and, for MR, zero-filled k-space rows."),
     by_source: bool = typer.Option(False, "--by-source", help="Also show the gain over bicubic per source (<modality>/<source>) in the table, Markdown and CSV (NAME-by-source.csv); the JSON always has it."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
@@ -509,7 +517,7 @@ def bench(
                    if m in shipped_models()]
     req = BenchRequest(data, scale, models, backends, split, limit, tile,
                        threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd,
-                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source)
+                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source, degradation)
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

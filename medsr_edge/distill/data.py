@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..core.degradation import crop_to_multiple, degrade
+from ..core.degradation import (
+    DEGRADATIONS,
+    FAMILY_OF_MODALITY,
+    bench_params,
+    crop_to_multiple,
+    degrade,
+    degrade_with,
+    draw_params,
+)
 from ..core.errors import ImageReadError
 from ..runtime.io import data_files, read_image
 from ..runtime.transforms import Normalizer
@@ -36,16 +44,18 @@ class Sample:
 
 def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,
                  limit_per_modality: int | None = None, min_size: int = 64, *,
+                 sources: tuple[str, ...] | list[str] = (),
                  exclude_sources: tuple[str, ...] | list[str] = ()) -> list[Sample]:
     """Read and normalise every image (each frame of a multi-frame file is one sample).
 
     denoise: None, ``"median"`` (3x3) or ``"gaussian"`` (sigma 0.5): optional clean-up of the
     ground truth, e.g. for noisy low-dose CT. exclude_sources: sources (``<modality>/<source>``)
-    left out, e.g. to score a recipe on a source it never saw; an unknown name is refused.
+    left out, e.g. to score a recipe on a source it never saw; sources: only these (or these
+    modalities); an unknown name is refused.
     """
     counts: dict[str, int] = {}
     samples = []
-    for found in data_files(root, split, exclude_sources=exclude_sources):
+    for found in data_files(root, split, sources=sources, exclude_sources=exclude_sources):
         path, modality = found.path, found.modality
         if limit_per_modality and counts.get(modality, 0) >= limit_per_modality:
             continue
@@ -74,6 +84,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
 CONTENT_STD = 0.02  # a patch whose std is below this (in [0, 1] units) is background; draw again
 CONTENT_TRIES = 8  # draws before an empty-looking patch is accepted anyway
 BALANCE_CHOICES = ("source", "modality", "image")
+TRAIN_DEGRADATIONS = (*DEGRADATIONS, "mixed")
 EDGE_CELL, EDGE_POINTS = 16, 64  # edge-centred patches: 16x16-pixel cells, at most 64 per image
 _SPLINE_MARGIN = 8  # pixels; the cubic B-spline prefilter decays as 0.268^n (8 px: 2.6e-5)
 
@@ -132,11 +143,18 @@ class PatchSampler:
 
     def __init__(self, samples: list[Sample], patch: int, scale: int, augment: AugmentConfig | None = None,
                  blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balance: str = "source",
-                 edge_fraction: float = 0.0) -> None:
+                 edge_fraction: float = 0.0, degradation: str = "bicubic") -> None:
         """balance: ``"source"`` (a modality, then a source in it, then an image, each uniformly),
-        ``"modality"`` (a modality, then an image in it) or ``"image"`` (every image alike)."""
+        ``"modality"`` (a modality, then an image in it) or ``"image"`` (every image alike).
+        degradation: how LR patches are made: ``"bicubic"``; an acquisition family
+        (``"mr-kspace"``, ``"ct-kernel"``, ``"xr-detector"``) with parameters drawn per patch from
+        :func:`~medsr_edge.core.degradation.draw_params`' ranges; or ``"mixed"``: half the patches
+        bicubic, half the family of the patch's modality (mri, ct, xray; others bicubic)."""
         if balance not in BALANCE_CHOICES:
             raise ValueError(f"balance {balance!r}: use {', '.join(BALANCE_CHOICES)}")
+        if degradation not in TRAIN_DEGRADATIONS:
+            raise ValueError(f"degradation {degradation!r}: use {', '.join(TRAIN_DEGRADATIONS)}")
+        self.degradation = degradation
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of scale {scale}")
         self.samples = [s for s in samples if min(s.hr.shape) >= patch]
@@ -203,9 +221,15 @@ class PatchSampler:
         return ndimage.map_coordinates(window, [sy - y0, sx - x0], order=3, mode="reflect").clip(0, 1).astype(np.float32)
 
     def hr_patch(self) -> tuple[np.ndarray, float]:
+        """:meth:`draw` without the modality."""
+        patch, step, _ = self.draw()
+        return patch, step
+
+    def draw(self) -> tuple[np.ndarray, float, str]:
         """One augmented HR patch, preferring patches with content (not empty background), and
         its source's value grid (:attr:`Sample.step`). With probability ``edge_fraction`` the
-        patch is centred (+-patch/4) on one of :meth:`edge_points` instead of drawn uniformly."""
+        patch is centred (+-patch/4) on one of :meth:`edge_points` instead of drawn uniformly. Also
+        returns the patch's modality."""
         for _ in range(CONTENT_TRIES):
             sample = self._pick()
             img = sample.hr
@@ -222,11 +246,21 @@ class PatchSampler:
         step = sample.step
         if self.augment.p_intensity and self.rng.random() < self.augment.p_intensity:
             patch, step = intensity_augment(patch, step, self.augment, self.rng)
-        return _dihedral([patch], self.rng)[0], step
+        return _dihedral([patch], self.rng)[0], step, sample.modality
 
-    def lr_of(self, hr: np.ndarray, step: float) -> np.ndarray:
-        """The LR patch: bicubic with the run's blur/noise, plus (with ``p_degrade_jitter``) a
-        random extra blur and noise, rounded to the source's value grid."""
+    def family(self, modality: str) -> str:
+        """The degradation family of one patch (see ``degradation`` in the constructor)."""
+        if self.degradation != "mixed":
+            return self.degradation
+        return "bicubic" if self.rng.random() < 0.5 else FAMILY_OF_MODALITY.get(modality, "bicubic")
+
+    def lr_of(self, hr: np.ndarray, step: float, modality: str = "") -> np.ndarray:
+        """The LR patch. Bicubic: with the run's blur/noise, plus (with ``p_degrade_jitter``) a
+        random extra blur and noise; an acquisition family: its model with parameters drawn for
+        this patch. Rounded to the source's value grid."""
+        family = self.family(modality)
+        if family != "bicubic":
+            return degrade_with(hr, self.scale, draw_params(family, self.scale, self.rng), self.rng, step)
         blur, noise, aug = self.blur_sigma, self.noise_sigma, self.augment
         if aug.p_degrade_jitter and self.rng.random() < aug.p_degrade_jitter:
             blur = float(np.hypot(blur, self.rng.uniform(0.0, aug.max_blur)))
@@ -234,9 +268,9 @@ class PatchSampler:
         return degrade(hr, self.scale, blur, noise, self.rng, step)
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        drawn = [self.hr_patch() for _ in range(size)]
-        hrs = [h for h, _ in drawn]
-        lrs = [self.lr_of(h, step) for h, step in drawn]
+        drawn = [self.draw() for _ in range(size)]
+        hrs = [h for h, _, _ in drawn]
+        lrs = [self.lr_of(h, step, modality) for h, step, modality in drawn]
         return np.stack(lrs)[:, None], np.stack(hrs)[:, None]
 
 
@@ -274,9 +308,13 @@ class CachedTripletSampler:
         return np.stack(out_l)[:, None], np.stack(out_h)[:, None], np.stack(out_t)[:, None]
 
 
-def validation_set(samples: list[Sample], scale: int, per_modality: int = 4, crop: int = 256) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """A small fixed (lr, hr, modality) set for monitoring: centre crops of the first images."""
+def validation_set(samples: list[Sample], scale: int, per_modality: int = 4, crop: int = 256,
+                   degradation: str = "bicubic") -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """A small fixed (lr, hr, modality) set for monitoring: centre crops of the first images, their
+    LR made by ``degradation`` (an acquisition family at the bench's fixed settings, ``"mixed"``: the
+    family of each modality; noise from a fixed seed)."""
     out, counts = [], {}
+    rng = np.random.default_rng(0)
     for s in samples:
         if counts.get(s.modality, 0) >= per_modality:
             continue
@@ -285,6 +323,7 @@ def validation_set(samples: list[Sample], scale: int, per_modality: int = 4, cro
         c = min(crop, h, w) // scale * scale
         y, x = (h - c) // 2 // scale * scale, (w - c) // 2 // scale * scale
         hr = hr[y:y + c, x:x + c]
-        out.append((degrade(hr, scale, step=s.step), hr, s.modality))
+        family = FAMILY_OF_MODALITY.get(s.modality, "bicubic") if degradation == "mixed" else degradation
+        out.append((degrade_with(hr, scale, bench_params(family, scale), rng, s.step), hr, s.modality))
         counts[s.modality] = counts.get(s.modality, 0) + 1
     return out

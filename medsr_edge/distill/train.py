@@ -39,6 +39,10 @@ from .qat import learned_ranges, simulate_int8
 
 log = logging.getLogger(__name__)
 
+DEGRADATION_RANGES = ("per patch, core.degradation.draw_params: mr-kspace window none/hamming/tukey, partial Fourier "
+                      "0.625-1, SNR 20-200 or none; ct-kernel PSF sigma 0.3-0.6 x scale HR px, noise 0-30 HU; "
+                      "xr-detector MTF50 0.08-0.25 cyc/px, 1e3-1e5 photons, read noise 0-0.003; "
+                      "mixed: half bicubic, half the family of the patch's modality")
 LOG_EVERY = 50  # iterations between log rows (losses averaged over them)
 ADVERSARIAL_LOSSES = ("loss_gan", "loss_d")  # RaGAN generator / discriminator losses, log 2 at chance
 ADAM_BETAS = (0.9, 0.99)  # ESRGAN's / BasicSR's
@@ -74,6 +78,8 @@ class TrainOptions:
     edge_patches: float = 0.0  # fraction of patches centred on an image's strongest edges (PatchSampler)
     exclude_sources: tuple[str, ...] = ()  # <modality>/<source> names left out of training and validation
     balance: str = "source"  # patch sampling: per modality then per source ("source"), "modality" or "image"
+    sources: tuple[str, ...] = ()  # only these <modality>/<source> (or modalities); () = all
+    degradation: str = "bicubic"  # LR model: bicubic, mr-kspace, ct-kernel, xr-detector or mixed (PatchSampler)
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
     channels_last: bool = False  # NHWC memory format for the networks (CUDA convolutions run faster)
     compile: bool = False  # torch.compile the generator
@@ -262,10 +268,10 @@ class Run:
         self.data = resolve_data(opts.data)  # a folder, or a pack made by `medsr-edge pack-data`
         held_out = tuple(opts.exclude_sources)
         self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality,
-                                          exclude_sources=held_out)
-        val_samples = (load_samples(self.data, opts.val_split, None, 4, exclude_sources=held_out)
+                                          sources=opts.sources, exclude_sources=held_out)
+        val_samples = (load_samples(self.data, opts.val_split, None, 4, sources=opts.sources, exclude_sources=held_out)
                        if opts.val_split else self.train_samples)
-        self.val = validation_set(val_samples, opts.scale)
+        self.val = validation_set(val_samples, opts.scale, degradation=opts.degradation)
         self.modality_counts = count_by_modality(s.modality for s in self.train_samples)
         if self.ctx.is_main:
             log.info("loaded %d training images %s in %.0fs; %d validation crops", len(self.train_samples),
@@ -280,7 +286,7 @@ class Run:
         # A resumed run draws new patches: the stream depends on the iteration it resumed at.
         seed = np.random.SeedSequence([o.seed, self.ctx.rank, worker, self.resumed_at]).generate_state(1)[0]
         return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
-                            seed=int(seed), balance=o.balance, edge_fraction=o.edge_patches)
+                            seed=int(seed), balance=o.balance, edge_fraction=o.edge_patches, degradation=o.degradation)
 
     def batches(self):
         """Endless (lr, hr) batches as tensors on the device. With ``opts.workers`` they are made in
@@ -333,14 +339,15 @@ class Run:
                 **({"edge_patches": o.edge_patches} if o.edge_patches else {}),
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
                 "train_sources": count_by_modality(s.source for s in self.train_samples),
-                "exclude_sources": list(o.exclude_sources), "balance": o.balance,
+                "sources": list(o.sources), "exclude_sources": list(o.exclude_sources), "balance": o.balance,
                 "augment": asdict(o.augment),
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
                 "world_size": self.ctx.world, "torch": torch.__version__, "medsr_edge": __version__,
                 "normalisation": "per image to [0,1]: 8-bit 0..255, else image min..max; MONOCHROME1 inverted",
-                "degradation": {"kind": "bicubic-antialias", "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma,
-                                "lr_rounding": "source value grid"},
+                "degradation": {"kind": "bicubic-antialias" if o.degradation == "bicubic" else o.degradation,
+                                "blur_sigma": o.blur_sigma, "noise_sigma": o.noise_sigma, "lr_rounding": "source value grid",
+                                **({"ranges": DEGRADATION_RANGES} if o.degradation != "bicubic" else {})},
                 "val_psnr": last_val.get("val_psnr"), "val_ssim": last_val.get("val_ssim"),
                 "val_psnr_bicubic": last_val.get("val_psnr_bicubic"), **extra}
 

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
+from ..core.degradation import (
+    BENCH_DEGRADATIONS,
+    FAMILY_OF_MODALITY,
+    bench_params,
+    crop_to_multiple,
+    degrade_with,
+    kspace_upsample,
+    upscale_bicubic,
+    upscale_lanczos,
+)
 from ..core.errors import ImageReadError, MedsrError, first_line
 from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import FORMATS, Format
@@ -70,10 +79,15 @@ class Row:
 
 def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None,
                       left_out: list[str] | None = None, *, sources: tuple[str, ...] | list[str] = (),
-                      exclude_sources: tuple[str, ...] | list[str] = ()) -> list[BenchImage]:
+                      exclude_sources: tuple[str, ...] | list[str] = (), degradation: str = "bicubic") -> list[BenchImage]:
     """Ground truths (first frame, normalised per image) and their LR versions, tagged with modality
     and source; ``sources`` / ``exclude_sources`` select sources as :func:`~medsr_edge.runtime.io.data_files`
-    does. Unreadable files are left out; their one-line errors are appended to ``left_out``."""
+    does. ``degradation``: bicubic, an acquisition family at its fixed bench settings
+    (:func:`~medsr_edge.core.degradation.bench_params`), or ``physics`` (each image under its
+    modality's family); noise is drawn from a seed fixed per image index, so runs compare.
+    Unreadable files are left out; their one-line errors are appended to ``left_out``."""
+    if degradation not in BENCH_DEGRADATIONS:
+        raise MedsrError(f"--degradation {degradation!r}: use {', '.join(BENCH_DEGRADATIONS)}")
     root = Path(data)
     out, counts = [], {}
     for found in data_files(root, split, sources=sources, exclude_sources=exclude_sources):
@@ -90,7 +104,9 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
         hr = crop_to_multiple(norm.forward(img.frames[0]), scale)
         if min(hr.shape) < 8 * scale:
             continue
-        lr = degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))
+        family = FAMILY_OF_MODALITY.get(modality, "bicubic") if degradation == "physics" else degradation
+        lr = degrade_with(hr, scale, bench_params(family, scale), np.random.default_rng(len(out)),
+                          norm.grid_step(img.frames[0], img.dtype))
         out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, lr, hr, f, found.source))
         counts[modality] = counts.get(modality, 0) + 1
     if not out:
@@ -270,15 +286,27 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
     return rows
 
 
+BASELINES = {"lanczos": upscale_lanczos, "zero-filled": kspace_upsample}  # interpolation rows besides bicubic
+
+
+def baselines_for(degradation: str) -> tuple[str, ...]:
+    """The interpolation rows of a bench under ``degradation``: none for bicubic; Lanczos for the
+    acquisition models, and zero-filled k-space (what an MR scanner does) for mr-kspace and physics."""
+    if degradation == "bicubic":
+        return ()
+    return ("lanczos", "zero-filled") if degradation in ("mr-kspace", "physics") else ("lanczos",)
+
+
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
                   tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None,
-                  frd=None, latency_rounds: int = 9) -> list[Row]:
+                  frd=None, latency_rounds: int = 9, baselines: tuple[str, ...] = ()) -> list[Row]:
     """Bicubic first, then every (model, format) row; failures become rows with a reason. Then,
     with ``latency_rounds`` > 0, the rows that ran are timed again in that many interleaved
     rounds on :func:`timing_images` (the CI gate's latency ratios come from these).
     ``fid``: a :class:`medsr_edge.eval.fid.FrechetScorer` to add an FID per row, or None;
     ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None;
-    ``frd``: a :class:`medsr_edge.eval.frd.FRDScorer`, or None."""
+    ``frd``: a :class:`medsr_edge.eval.frd.FRDScorer`, or None. ``baselines``: more
+    interpolation rows after bicubic, from :data:`BASELINES` (``lanczos``, ``zero-filled``)."""
     from ..runtime.enhancer import Enhancer
 
     if "torch" in backends:
@@ -297,6 +325,11 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
     bic_psnr = bic.per_image_psnr
     rows.append(bic)
     runners: list[tuple[Row, object]] = [(bic, lambda lr: upscale_bicubic(lr, scale))]
+    for name in baselines:
+        fn = BASELINES[name]
+        row = Row(name, "-", "numpy", "fp32", params=0)
+        _measure(lambda lr, fn=fn: fn(lr, scale), images, row, scale, bic_psnr)
+        rows.append(row)
     for model, fmt, path in default_rows(models, backends):
         row = Row(model, fmt.name, fmt.backend, fmt.precision)
         if progress:

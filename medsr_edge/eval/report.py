@@ -39,6 +39,7 @@ class BenchRequest:
     sources: tuple[str, ...] = ()  # only these <modality>/<source> (or modalities); () = all
     exclude_sources: tuple[str, ...] = ()  # all but these
     by_source: bool = False  # print and write the gain over bicubic per source too
+    degradation: str = "bicubic"  # LR model (core.degradation.BENCH_DEGRADATIONS)
 
 
 def bench_report(req: BenchRequest, console) -> dict:
@@ -50,11 +51,12 @@ def bench_report(req: BenchRequest, console) -> dict:
         raise MedsrError(f"{req.data}: data folder not found")
     left_out: list[str] = []
     images = bm.load_bench_images(req.data, req.scale, req.split, req.limit, left_out, sources=req.sources,
-                                  exclude_sources=req.exclude_sources)
+                                  exclude_sources=req.exclude_sources, degradation=req.degradation)
     if left_out:
         console.print(f"{len(left_out)} unreadable files left out, first: {left_out[0]}", style="yellow", soft_wrap=True)
     mods = count_by_modality(im.modality for im in images)
-    console.print(f"{len(images)} images {mods}, x{req.scale}, degradation: antialiased bicubic")
+    what = "antialiased bicubic" if req.degradation == "bicubic" else f"{req.degradation} (fixed bench settings)"
+    console.print(f"{len(images)} images {mods}, x{req.scale}, degradation: {what}")
     env = bm.environment(req.threads)
     console.print(f"{env['cpu']}, {env['cpu_count']} cores, {env['threads']} threads; "
                   f"kernel flags: {' '.join(env['cpu_flags']) or 'unknown'}", style="dim")
@@ -80,13 +82,14 @@ def bench_report(req: BenchRequest, console) -> dict:
             console.print(f"  frd skipped: {exc}", style="dim")
     rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
                             progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd,
-                            frd=frd, latency_rounds=req.latency_rounds)
+                            frd=frd, latency_rounds=req.latency_rounds, baselines=bm.baselines_for(req.degradation))
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
     guard = bm.fidelity_guard(rows)
     _print_table(rows, req, console, fid_info)
     doc = bm.to_json(rows, {"data": str(req.data), "split": req.split, "scale": req.scale, "limit": req.limit,
                             "sources": list(req.sources), "exclude_sources": list(req.exclude_sources),
+                            "degradation": req.degradation,
                             "images": mods, "images_per_source": count_by_modality(im.source for im in images), "tile": req.tile, "environment": env, "fid": fid_info,
                             "metrics": METRICS_NOTE, "fidelity_guard": {"margin_db": bm.FIDELITY_MARGIN_DB,
                                                                         "refused": guard}})
