@@ -222,3 +222,62 @@ def test_unreadable_input_named_on_the_command_line_does_not_abort_the_batch(tmp
     res = _enhance(tmp_path / "missing.png", ok, "-o", tmp_path / "out", "--model", tiny_onnx)
     assert res.exit_code == 1 and "missing.png: no such file" in res.output
     assert (tmp_path / "out" / "ok.png").is_file()
+
+
+def _patched(tmp_path, name: str, marker: bytes, offset: int, value: bytes) -> "os.PathLike":
+    """A pydicom test file with ``value`` written ``offset`` bytes after the first ``marker`` of its
+    pixel data (a frame header field), so the stream disagrees with the DICOM header."""
+    from pydicom.data import get_testdata_file
+
+    raw = bytearray(open(get_testdata_file(name), "rb").read())
+    at = raw.index(marker, raw.index(b"\xe0\x7f\x10\x00"))  # after the (7FE0,0010) Pixel Data tag
+    raw[at + offset:at + offset + len(value)] = value
+    out = tmp_path / f"lying-{name}"
+    out.write_bytes(bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize("name, marker, offset, value, said", [
+    ("JPEGLSNearLossless_16.dcm", b"\xff\xf7", 5, struct.pack(">HH", 32768, 32768), "declares 32768x32768"),
+    ("JPEG-LL.dcm", b"\xff\xc3", 5, struct.pack(">HH", 30000, 30000), "declares 30000x30000"),
+    ("MR_small_jp2klossless.dcm", b"\xff\x4f\xff\x51", 8, struct.pack(">II", 40000, 40000), "declares 40000x40000"),
+    ("MR_small_RLE.dcm", b"\x02\x00\x00\x00\x40\x00", 0, struct.pack("<I", 15), "declares 15 segments"),
+])
+def test_a_compressed_stream_that_lies_about_its_size_is_refused_before_decoding(tmp_path, name, marker, offset, value, said):
+    """The decoder allocates what the stream declares (5.3 GB for a 10.8 KB JPEG-LS file once):
+    the frame header is compared with the DICOM header first, in a child process whose address
+    space is capped at 1 GiB, so a decode attempt would fail with a memory error instead."""
+    path = _patched(tmp_path, name, marker, offset, value)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
+            "from medsr_edge.runtime.io import read_image; from medsr_edge.core.errors import ImageReadError\n"
+            f"try:\n read_image({str(path)!r})\nexcept ImageReadError as e:\n print(e)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "does not match the DICOM header" in res.stdout and said in res.stdout, res.stdout
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """Deflated Explicit VR Little Endian: pydicom inflates the whole dataset in one call. A small
+    file inflating past the budget is refused from a streamed count (the budget scaled down here)."""
+    import zlib
+
+    from pydicom.data import get_testdata_file
+
+    import medsr_edge.runtime.dicom as dicom_mod
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    ds.save_as(tmp_path / "ok.dcm", enforce_file_format=True)
+    assert read_image(tmp_path / "ok.dcm").frames.shape == (1, 128, 128)  # a normal deflated file reads
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(tmp_path / "ok.dcm", "rb") as fh:  # preamble and file meta stay; the deflated dataset is replaced
+        read_preamble(fh, force=False)
+        _read_file_meta_info(fh)
+        head = (tmp_path / "ok.dcm").read_bytes()[:fh.tell()]
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = bomb.compress(bytes(64 << 20)) + bomb.flush()  # 64 MiB of zeros in ~64 KB
+    (tmp_path / "bomb.dcm").write_bytes(head + body)
+    monkeypatch.setattr(dicom_mod, "MAX_INFLATED_BYTES", 32 << 20)  # the budget, scaled down for the test
+    with pytest.raises(ImageReadError, match="deflate bomb"):
+        read_image(tmp_path / "bomb.dcm")

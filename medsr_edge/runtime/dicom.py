@@ -17,7 +17,8 @@ import numpy as np
 
 from ..core.errors import ImageReadError, ImageWriteError, MedsrError, first_line
 from ..core.files import atomic_write
-from .image import Image, check_pixel_budget, quiet_logger
+from .codestream import FAMILIES, check_frame
+from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger
 
 DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg) "
                 "to decode {ts}")
@@ -79,6 +80,29 @@ def check_enhanceable(ds, path: Path) -> None:
         raise ImageReadError(path, f"not enhanced: BitsAllocated {bits}; only 8- and 16-bit pixels are supported")
 
 
+def check_compressed_frames(path: Path, ds, ts: str, n_frames: int, rows: int, cols: int, bits_alloc: int) -> None:
+    """Refuse encapsulated pixel data whose frames' own headers disagree with the DICOM header,
+    before a decoder allocates what a frame declares (see :mod:`.codestream`)."""
+    from pydicom.encaps import generate_frames
+
+    family = FAMILIES[ts]
+    segments = int(ds.get("SamplesPerPixel", 1) or 1) * (bits_alloc // 8)
+    try:
+        for i, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=n_frames)):
+            problem = check_frame(family, frame, rows, cols, segments)
+            if problem:
+                where = f"frame {i + 1} of {n_frames}" if n_frames > 1 else "the compressed frame"
+                raise ImageReadError(path, f"{where} does not match the DICOM header: {problem}; the file is "
+                                           "inconsistent or crafted, re-export it from the source")
+            if i + 1 >= n_frames:
+                break
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises several types on broken encapsulation
+        raise ImageReadError(path, f"encapsulated pixel data is malformed ({first_line(exc, typed=False)}); "
+                                   "the file is truncated or corrupt") from None
+
+
 def read_dicom(path: Path) -> Image:
     """Read a DICOM file; any malformation becomes an ImageReadError naming the file."""
     import warnings
@@ -95,10 +119,44 @@ def read_dicom(path: Path) -> Image:
         raise ImageReadError(path, f"malformed DICOM ({first_line(exc)})") from None
 
 
+MAX_INFLATED_BYTES = MAX_TOTAL_PIXELS * 2 + (64 << 20)  # a deflated dataset: every pixel 16-bit, plus headers
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def check_inflated_size(path: Path) -> None:
+    """A deflated dataset is inflated whole by pydicom: count what it inflates to first, in
+    1 MiB steps without keeping it, and refuse a stream that grows past the pixel budget."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(path, "rb") as fh:
+        try:
+            read_preamble(fh, force=True)
+            meta = _read_file_meta_info(fh)
+        except Exception:  # noqa: BLE001 - no readable file meta: not deflated; dcmread says what is wrong
+            return
+        if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := fh.read(1 << 16):
+            try:
+                data = inflater.decompress(chunk, 1 << 20)
+                while data:
+                    total += len(data)
+                    if total > MAX_INFLATED_BYTES:
+                        raise ImageReadError(path, f"deflated dataset inflates past {MAX_INFLATED_BYTES >> 20} MiB, above "
+                                                   "the memory budget; a deflate bomb or a corrupt file")
+                    data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+            except zlib.error:
+                raise ImageReadError(path, "deflated dataset is corrupt; get a fresh copy of the file") from None
+
+
 def _read_dicom(path: Path) -> Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    check_inflated_size(path)
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
@@ -119,6 +177,8 @@ def _read_dicom(path: Path) -> Image:
     check_pixel_budget(path, n_frames, rows, cols)
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and str(ts) in FAMILIES:
+        check_compressed_frames(path, ds, str(ts), n_frames, rows, cols, bits_alloc)
     if ts is not None and not ts.is_compressed and ts.is_private is False:
         expected = rows * cols * n_frames * bits_alloc // 8
         if len(ds.PixelData) < expected:
