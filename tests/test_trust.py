@@ -281,3 +281,41 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
     monkeypatch.setattr(dicom_mod, "MAX_INFLATED_BYTES", 32 << 20)  # the budget, scaled down for the test
     with pytest.raises(ImageReadError, match="deflate bomb"):
         read_image(tmp_path / "bomb.dcm")
+
+
+def _corrupt_rle(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    raw = bytearray(open(get_testdata_file("MR_small_RLE.dcm"), "rb").read())
+    at = raw.index(b"\x02\x00\x00\x00\x40\x00")
+    raw[at + 64:at + 300] = b"\x80" * 236  # the segments decode short: pydicom's decoder logs a traceback
+    (tmp_path / "corrupt.dcm").write_bytes(bytes(raw))
+    return tmp_path / "corrupt.dcm"
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_no_traceback_when_a_corrupt_compressed_file_is_the_first_read(tmp_path, tiny_onnx, verbose):
+    """pydicom's first import resets its logger: the file read first in a fresh process must
+    still give exactly our one-line error."""
+    bad = _corrupt_rle(tmp_path)
+    res = subprocess.run([*CLI, "enhance", str(bad), "-o", str(tmp_path / "out.dcm"), "--model", str(tiny_onnx), *verbose],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and 'File "' not in res.stderr, res.stderr
+    assert "compressed pixel data is corrupt" in res.stderr
+
+
+def test_no_logger_can_print_a_traceback_after_setup(capfd):
+    import logging
+
+    from medsr_edge.core.logs import setup_logging
+
+    setup_logging(False)
+    try:
+        raise RuntimeError("decoder failed\nsecond line")
+    except RuntimeError:
+        logging.getLogger("pydicom").exception("Error decoding the frame")
+        logging.getLogger("some.library").error("boom", exc_info=True, stack_info=True)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "second line" not in err and "Stack" not in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 2

@@ -6,7 +6,6 @@ Heavy packages (torch, onnx, TensorRT) are imported inside the commands that nee
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from enum import Enum
@@ -17,6 +16,7 @@ import typer
 
 from .. import __version__
 from ..core.errors import MedsrError
+from ..core.logs import setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Super-resolution of medical images (MRI, CT, X-ray; DICOM first) for edge devices.")
@@ -70,8 +70,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    setup_logging(verbose)
 
 
 class CompressChoice(str, Enum):

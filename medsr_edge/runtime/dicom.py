@@ -107,6 +107,8 @@ def read_dicom(path: Path) -> Image:
     """Read a DICOM file; any malformation becomes an ImageReadError naming the file."""
     import warnings
 
+    import pydicom  # noqa: F401 - imported before quiet_logger: its import-time setup would reset the level
+
     try:
         with warnings.catch_warnings(), quiet_logger("pydicom"):  # a failing decoder plugin logs a traceback
             warnings.simplefilter("ignore")  # pydicom warns on every odd value; errors are what matter
