@@ -319,3 +319,41 @@ def test_no_logger_can_print_a_traceback_after_setup(capfd):
     err = capfd.readouterr().err
     assert "Traceback" not in err and "second line" not in err and "Stack" not in err
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 2
+
+
+def _safetensors_with(tmp_path, config, tensors=None, name="odd.safetensors"):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from medsr_edge.models import build_model
+
+    if tensors is None:
+        tensors = {k: v.contiguous() for k, v in build_model("student-tiny", scale=4).state_dict().items()}
+    path = tmp_path / name
+    save_file(tensors, str(path), metadata={"config": json.dumps(config), "meta": json.dumps({"scale": 4})})
+    del torch
+    return path
+
+
+@pytest.mark.parametrize("config, said", [
+    ({"type": "os.system", "num_feat": 8}, "no known architecture"),
+    (["RepSRNet"], "no known architecture"),
+    ({"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2, "scale": 4, "payload": "x"}, "not a parameter"),
+    ({"type": "RRDBNet", "num_feat": 100000, "num_block": 1, "num_grow_ch": 8}, "out of range"),
+    ({"type": "RRDBNet", "num_feat": 1024, "num_block": 64, "num_grow_ch": 512}, "do not match"),  # ~14 GB if built
+    ({"type": "RepSRNet", "num_feat": -3, "num_block": 1, "expand": 2}, "out of range"),
+    ({"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": "two"}, "cannot be built"),
+])
+def test_safetensors_with_an_odd_config_is_one_line_and_allocates_nothing(tmp_path, ct_small, config, said):
+    from medsr_edge.core.errors import ModelError
+    from medsr_edge.models.checkpoint import load_model
+
+    path = _safetensors_with(tmp_path, config)
+    with pytest.raises(ModelError, match=said):
+        load_model(path)
+    res = subprocess.run([*CLI, "enhance", str(ct_small), "-o", str(tmp_path / "o.dcm"), "--model", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) <= 2 and str(path) in res.stderr

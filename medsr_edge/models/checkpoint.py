@@ -52,10 +52,54 @@ def read_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ModelError(f"{path}: not a medsr-edge model file ({type(exc).__name__})") from None
 
 
+MAX_CONFIG_INT = 1024  # largest width/depth a stored config may ask for (the full ESRGAN: 64 wide, 23 blocks)
+
+
+def check_config(path: Path, config: Any) -> None:
+    """Refuse a stored config that is not a known architecture with sensible sizes, before anything
+    is built from it (a crafted file could ask for a network of many gigabytes)."""
+    import inspect
+
+    from . import ARCHS
+
+    if not isinstance(config, dict) or config.get("type") not in ARCHS:
+        known = ", ".join(ARCHS)
+        raise ModelError(f"{path}: its config names no known architecture ({known}); not a medsr-edge model file")
+    params = inspect.signature(ARCHS[config["type"]]).parameters
+    for key, value in config.items():
+        if key in ("type", "name"):
+            continue
+        if key not in params:
+            raise ModelError(f"{path}: config key {key!r} is not a parameter of {config['type']}; the file is damaged")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                isinstance(value, (int, float)) and not 0 <= value <= MAX_CONFIG_INT):
+            raise ModelError(f"{path}: config {key}={value!r} is out of range (0..{MAX_CONFIG_INT}); the file is damaged")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, dict]:
-    """Rebuild and load a network saved by :func:`save_model`; returns (model in eval mode, config, meta)."""
+    """Rebuild and load a network saved by :func:`save_model`; returns (model in eval mode, config, meta).
+    The config is checked, and the network it describes is built on the meta device (no memory) and
+    compared tensor by tensor with the file's shapes, before any real allocation."""
     path = resolve_model_path(path)
     config, meta = read_metadata(path)
+    check_config(path, config)
+    name = config.get("name", config["type"])
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        with torch.device("meta"):
+            probe = build_model(config)
+            if meta.get("deploy"):
+                probe.reparameterize()
+        wanted = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged config fails anywhere in a constructor
+        raise ModelError(f"{path}: config {name} cannot be built ({type(exc).__name__}); the file is damaged") from None
+    if wanted != shapes:
+        odd = sorted(set(wanted) ^ set(shapes)) or [k for k in wanted if wanted[k] != shapes.get(k)]
+        raise ModelError(f"{path}: weights do not match config {name} (first difference: {odd[0]}); the file is damaged "
+                         "or was saved by another version")
     model = build_model(config)
     if meta.get("deploy"):
         model.reparameterize()
