@@ -357,3 +357,36 @@ def test_safetensors_with_an_odd_config_is_one_line_and_allocates_nothing(tmp_pa
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) <= 2 and str(path) in res.stderr
+
+
+def test_derived_dicom_asserts_no_burned_in_annotation_the_source_did_not(tmp_path, ct_small, tiny_onnx):
+    assert "BurnedInAnnotation" not in pydicom.dcmread(ct_small)
+    assert _enhance(ct_small, "-o", tmp_path / "a.dcm", "--model", tiny_onnx).exit_code == 0
+    assert "BurnedInAnnotation" not in pydicom.dcmread(tmp_path / "a.dcm")  # unknown stays unknown
+    ds = pydicom.dcmread(ct_small)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(tmp_path / "marked.dcm")
+    assert _enhance(tmp_path / "marked.dcm", "-o", tmp_path / "b.dcm", "--model", tiny_onnx).exit_code == 0
+    assert pydicom.dcmread(tmp_path / "b.dcm").BurnedInAnnotation == "YES"
+
+
+def test_outputs_that_differ_in_pixels_never_share_a_sop_instance_uid(tmp_path, ct_small, tiny_onnx):
+    uids, pixels = [], []
+    for i, tile in enumerate(("0", "32")):
+        out = tmp_path / f"t{i}.dcm"
+        assert _enhance(ct_small, "-o", out, "--model", tiny_onnx, "--tile", tile, "--overlap", "2").exit_code == 0
+        ds = pydicom.dcmread(out)
+        uids.append(ds.SOPInstanceUID)
+        pixels.append(ds.pixel_array)
+    assert not np.array_equal(*pixels)  # a 2-pixel overlap leaves seams: the tiling changes pixels
+    assert uids[0] != uids[1]
+
+
+def test_a_backslash_in_the_model_name_does_not_make_series_description_multi_valued(tmp_path, ct_small, tiny_onnx):
+    import shutil
+
+    odd = tmp_path / "site\\model.onnx"
+    shutil.copy(tiny_onnx, odd)
+    assert _enhance(ct_small, "-o", tmp_path / "o.dcm", "--model", odd).exit_code == 0
+    ds = pydicom.dcmread(tmp_path / "o.dcm")
+    assert ds["SeriesDescription"].VM == 1 and "\\" not in ds.SeriesDescription

@@ -234,6 +234,13 @@ MR_ORIGINAL_ONLY = ("BulkMotionCompensationTechnique", "CoverageOfKSpace", "Echo
 SCALED_SPACING = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 
 
+def lo_safe(text: str) -> str:
+    """Text fit for an LO/SH value: no backslash (the VM separator) and no control characters."""
+    import re
+
+    return re.sub(r"[\\\x00-\x1f\x7f]", "_", text)
+
+
 def _code(ds_cls, value: tuple[str, str, str]):
     item = ds_cls()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value
@@ -355,7 +362,7 @@ def derived_dataset(image: Image, frames, scale: int, description: str, identity
     ds.SOPInstanceUID = generate_uid(entropy_srcs=["medsr-edge instance", src_series, src_sop or str(image.source), identity])
     if ds.get("SeriesNumber") is not None:
         ds.SeriesNumber = (int(ds.SeriesNumber) + 1000) % 2 ** 31
-    label = f"SR x{scale} {series_label}".strip()
+    label = f"SR x{scale} {lo_safe(series_label)}".strip()
     original = str(ds.get("SeriesDescription", "") or "").strip()
     ds.SeriesDescription = (f"{original[:64 - len(label) - 3]} [{label}]" if original else f"DERIVED [{label}]")[:64]
     source = Dataset()
@@ -388,7 +395,8 @@ def derived_dataset(image: Image, frames, scale: int, description: str, identity
     if enhanced_iod:
         tags = {pydicom.datadict.tag_for_keyword(kw) for kw in MR_ORIGINAL_ONLY}
         ds.walk(lambda d, elem: d.__delitem__(elem.tag) if elem.tag in tags else None)
-    ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO") or "NO"
+    # BurnedInAnnotation and every other source attribute are copied as they are (deepcopy above):
+    # the writer asserts nothing the source did not (radiographs often carry burned-in text).
     # Pixels: the input's BitsAllocated/BitsStored/sign and rescale (so HU stay HU).
     bits_alloc = int(image.meta.get("bits_allocated", 16))
     bits_stored = int(image.meta.get("bits_stored", bits_alloc))

@@ -96,12 +96,14 @@ class Enhancer:
 
     @property
     def identity(self) -> str:
-        """What made an output: model name, version, file hash, backend, precision and scale.
-        Derived DICOM UIDs come from it, so one model run the same way gives one series."""
+        """What made an output: model name, version, file hash, backend, precision, scale, and the
+        tiling (tile side and overlap change pixels at tile seams). Derived DICOM UIDs come from it,
+        so one model run the same way gives one series, and outputs that differ never share a UID."""
         if self._identity is None:
             self._identity = "|".join([self.model_name, str(self.backend.meta.get("version", "")),
                                        file_sha256(self.model_path)[:16],
-                                       self.backend.name, self.precision, f"x{self.scale}"])
+                                       self.backend.name, self.precision, f"x{self.scale}",
+                                       f"tile={'auto' if self.tile is None else self.tile}", f"overlap={self.overlap}"])
         return self._identity
 
     def describe(self) -> str:
