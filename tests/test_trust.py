@@ -383,10 +383,14 @@ def test_outputs_that_differ_in_pixels_never_share_a_sop_instance_uid(tmp_path, 
 
 
 def test_a_backslash_in_the_model_name_does_not_make_series_description_multi_valued(tmp_path, ct_small, tiny_onnx):
-    import shutil
+    import onnx
 
-    odd = tmp_path / "site\\model.onnx"
-    shutil.copy(tiny_onnx, odd)
+    model = onnx.load(str(tiny_onnx))
+    for prop in model.metadata_props:
+        if prop.key == "medsr.model_name":
+            prop.value = "site\\model"
+    odd = tmp_path / "odd.onnx"
+    onnx.save(model, str(odd))
     assert _enhance(ct_small, "-o", tmp_path / "o.dcm", "--model", odd).exit_code == 0
     ds = pydicom.dcmread(tmp_path / "o.dcm")
     assert ds["SeriesDescription"].VM == 1 and "\\" not in ds.SeriesDescription
