@@ -394,3 +394,33 @@ def test_a_backslash_in_the_model_name_does_not_make_series_description_multi_va
     assert _enhance(ct_small, "-o", tmp_path / "o.dcm", "--model", odd).exit_code == 0
     ds = pydicom.dcmread(tmp_path / "o.dcm")
     assert ds["SeriesDescription"].VM == 1 and "\\" not in ds.SeriesDescription
+
+
+def test_a_study_folder_with_reports_plans_and_dose_grids_does_not_fail(tmp_path, ct_small, tiny_onnx):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    study = tmp_path / "study"
+    study.mkdir()
+    shutil.copy(ct_small, study / "ct.dcm")
+    for name in ("rtplan.dcm", "test-SR.dcm", "rtdose.dcm"):
+        shutil.copy(get_testdata_file(name), study / name)
+    res = subprocess.run([*CLI, "enhance", str(study), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("not an image, not read") == 3
+    assert "RT Plan Storage" in res.stderr and "Comprehensive SR Storage" in res.stderr
+    assert "1 enhanced, 0 skipped, 0 failed, 3 not images (not read)" in res.stderr
+    assert [p.name for p in (tmp_path / "out").rglob("*.dcm")] == ["ct.dcm"]
+    only = subprocess.run([*CLI, "enhance", str(study / "rtplan.dcm"), "--model", str(tiny_onnx)],
+                          capture_output=True, text=True, timeout=300)
+    assert only.returncode == 1 and "none of the inputs is an image" in only.stderr  # nothing done is not success
+
+
+def test_an_image_whose_pixels_are_cut_off_is_called_truncated(tmp_path, ct_small):
+    ds = pydicom.dcmread(ct_small)
+    del ds.PixelData
+    ds.save_as(tmp_path / "cut.dcm")
+    with pytest.raises(ImageReadError, match="truncated: the CT Image Storage has no pixel data"):
+        read_image(tmp_path / "cut.dcm")

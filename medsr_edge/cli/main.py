@@ -147,12 +147,16 @@ def _print_summary(summary, model: str) -> None:
     """The output path for one file; counts for a batch; exit 1 when a file failed."""
     if len(summary.enhanced) == 1 and not summary.errors and not summary.skipped:
         typer.echo(str(summary.enhanced[0][1]))
-    total = len(summary.enhanced) + len(summary.skipped) + summary.failed
-    if total > 1 or summary.failed or summary.skipped:
+    total = len(summary.enhanced) + len(summary.skipped) + summary.failed + len(summary.not_images)
+    if total > 1 or summary.failed or summary.skipped or summary.not_images:
         note = " (complete outputs exist; --overwrite to redo them)" if summary.skipped else ""
-        typer.echo(f"{len(summary.enhanced)} enhanced, {len(summary.skipped)} skipped{note}, {summary.failed} failed "
+        other = f", {len(summary.not_images)} not images (not read)" if summary.not_images else ""
+        typer.echo(f"{len(summary.enhanced)} enhanced, {len(summary.skipped)} skipped{note}, {summary.failed} failed{other} "
                    f"({model})", err=True)
     if summary.failed:
+        raise typer.Exit(1)
+    if not summary.enhanced and not summary.skipped:
+        typer.echo("error: none of the inputs is an image to enhance", err=True)
         raise typer.Exit(1)
 
 

@@ -11,6 +11,11 @@ class ImageReadError(MedsrError):
         self.path = path
 
 
+class NotAnImage(ImageReadError):
+    """The file is a valid object that is not an image to enhance (a structured report, RT plan,
+    presentation state, segmentation, dose grid ...). A batch lists it and goes on; it is not a failure."""
+
+
 class ImageWriteError(MedsrError):
     def __init__(self, path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import ImageWriteError, MedsrError, first_line
+from ..core.errors import ImageWriteError, MedsrError, NotAnImage, first_line
 from ..core.files import sweep_stale_temporaries
 from .enhancer import Enhancer
 from .io import find_image_files
@@ -30,6 +30,7 @@ class BatchSummary:
     enhanced: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)  # non-image objects found (reports, plans ...), not read
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +87,10 @@ def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None 
                 dst = enhance_file(enhancer, job, overwrite, compress)
                 summary.enhanced.append((job.src, dst))
                 report(f"{job.src} -> {dst}")
+            except NotAnImage as exc:  # a report, plan or presentation state in a study: listed, not a failure
+                summary.not_images.append(str(exc))
+                report(f"note: {exc}")
+                continue
             except MedsrError as exc:
                 summary.errors.append(f"error: {exc}")
             except MemoryError:

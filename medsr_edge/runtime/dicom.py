@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ImageReadError, ImageWriteError, MedsrError, first_line
+from ..core.errors import ImageReadError, ImageWriteError, MedsrError, NotAnImage, first_line
 from ..core.files import atomic_write
 from .codestream import FAMILIES, check_frame
 from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger
@@ -65,11 +65,14 @@ def check_enhanceable(ds, path: Path) -> None:
     8 or 16 bits (BitsAllocated 1, 12 or 32 would be written back wrongly)."""
     sop = str(ds.get("SOPClassUID", ""))
     if sop in NOT_ENHANCED_SOP_CLASSES:
-        raise ImageReadError(path, f"not enhanced: {NOT_ENHANCED_SOP_CLASSES[sop]}")
+        raise NotAnImage(path, f"not an image, not read: {NOT_ENHANCED_SOP_CLASSES[sop]}")
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-        raise ImageReadError(path, "not enhanced: float pixel data (a parametric map?); only integer images are supported")
+        raise NotAnImage(path, "not an image, not read: float pixel data (a parametric map?); only integer images are enhanced")
     if "PixelData" not in ds:
-        raise ImageReadError(path, "DICOM has no pixel data (a report, SR or presentation state?)")
+        name = str(getattr(ds.get("SOPClassUID"), "name", "") or sop or "no SOP class")
+        if "Image" in name or not sop:  # an image object without its pixels was cut short
+            raise ImageReadError(path, f"truncated: the {name} has no pixel data; get a complete copy of the file")
+        raise NotAnImage(path, f"not an image, not read: {name}")
     samples = ds.get("SamplesPerPixel", 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if samples not in (1, None) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
