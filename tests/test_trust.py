@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from medsr_edge.cli.main import app
-from medsr_edge.core.errors import ImageReadError
+from medsr_edge.core.errors import ImageReadError, ImageWriteError
 from medsr_edge.core.files import TEMP_MARK
 from medsr_edge.runtime.io import read_image
 
@@ -207,12 +207,17 @@ def test_stale_temporaries_of_killed_runs_are_swept(tmp_path, tiny_onnx):
     _png(src / "a.png", np.zeros((8, 8), np.uint8))
     out = tmp_path / "out"
     out.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = out / f".a.png{TEMP_MARK}{dead.pid}-x1y2.part"
-    live = out / f".b.png{TEMP_MARK}{os.getpid()}-x1y2.part"  # a concurrent writer: left alone
+    stale = out / f".a.png{TEMP_MARK}x1y2.part"  # left by a killed run: nobody holds its lock
+    live = out / f".b.png{TEMP_MARK}x1y2.part"  # a concurrent writer in another process holds its lock
     stale.write_bytes(b"partial"), live.write_bytes(b"partial")
-    res = _enhance(src, "-o", out, "--model", tiny_onnx)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        res = _enhance(src, "-o", out, "--model", tiny_onnx)
+    finally:
+        holder.kill()
     assert res.exit_code == 0 and "removed a temporary file" in res.output
     assert not stale.exists() and live.exists() and (out / "a.png").is_file()
 
@@ -424,3 +429,55 @@ def test_an_image_whose_pixels_are_cut_off_is_called_truncated(tmp_path, ct_smal
     ds.save_as(tmp_path / "cut.dcm")
     with pytest.raises(ImageReadError, match="truncated: the CT Image Storage has no pixel data"):
         read_image(tmp_path / "cut.dcm")
+
+
+def test_a_named_output_is_not_replaced_by_a_run_that_started_before_it_existed(tmp_path, tiny_onnx, monkeypatch):
+    """Two runs with the same -o FILE and no --overwrite: the one that finishes second must not
+    replace what the first wrote (the existence check at start is not enough)."""
+    from medsr_edge.runtime import pipeline
+    from medsr_edge.runtime.enhancer import Enhancer
+    from medsr_edge.runtime.pipeline import Job, enhance_file
+
+    src = _png(tmp_path / "a.png", (np.arange(64).reshape(8, 8) * 3).astype(np.uint8))
+    out = tmp_path / "out.png"
+    real_read = pipeline.read_image
+
+    def read_then_lose_the_race(path):  # the other run publishes its output while this one works
+        image = real_read(path)
+        out.write_bytes(b"the other run's output")
+        return image
+
+    monkeypatch.setattr(pipeline, "read_image", read_then_lose_the_race)
+    with pytest.raises(ImageWriteError, match="another run wrote it meanwhile"):
+        enhance_file(Enhancer(tiny_onnx), Job(src, out, named=True))
+    assert out.read_bytes() == b"the other run's output"
+    assert not list(tmp_path.glob(f".*{TEMP_MARK}*"))  # no temporary left behind
+
+
+@pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+def test_write_faults_name_the_output_and_the_os_error(tmp_path, ct_small, tiny_onnx, monkeypatch, err):
+
+
+
+    import medsr_edge.runtime.dicom as dicom_mod
+    from medsr_edge.runtime.enhancer import Enhancer
+    from medsr_edge.runtime.pipeline import Job, enhance_file
+
+    class Failing:
+        def __init__(self, *a, **k):
+            pass
+
+        def write(self, data):
+            raise OSError(err, os.strerror(err))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dicom_mod.tempfile, "TemporaryFile", Failing)
+    out = tmp_path / "o.dcm"
+    with pytest.raises(ImageWriteError) as exc:
+        enhance_file(Enhancer(tiny_onnx), Job(ct_small, out))
+    msg = str(exc.value)
+    assert str(out) in msg and os.strerror(err) in msg and "malformed" not in msg and "input" not in msg
+    assert not out.exists()
+

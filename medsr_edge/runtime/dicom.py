@@ -484,11 +484,12 @@ def _compress(ds, path: Path, compress: str) -> None:
 
 def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str,
                         identity: str | None = None, series_label: str = "medsr-edge",
-                        compress: str | None = None) -> None:
+                        compress: str | None = None, replace: bool = True) -> None:
     """Write the derived DICOM atomically (never onto the input). ``compress``: None
     (uncompressed), "rle", "jpeg-ls" or "jpeg2000", all lossless and verified by decoding.
-    Any failure (a malformed source header, an encoder, the disk) is an ImageWriteError and
-    leaves no file."""
+    ``replace=False``: an existing ``path`` is never replaced (see :func:`atomic_write`).
+    Any failure (a malformed source header, an encoder, the disk) is an ImageWriteError that
+    names the output and the cause, and leaves no file."""
     import warnings
 
     path = Path(path)
@@ -506,6 +507,9 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
                 _compress(ds, path, compress)
     except MedsrError:  # a model error met while the frames are made, or our own write error
         raise
+    except OSError as exc:  # the spool beside the output: disk full, read-only, permission denied
+        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc}); free disk space or choose a writable "
+                                    "-o folder; nothing was written") from None
     except Exception as exc:  # noqa: BLE001 - a malformed source element can fail anywhere in pydicom
         raise ImageWriteError(path, f"cannot build the derived DICOM from {image.source.name} ({first_line(exc)}); "
                                     "the input header is malformed") from None
@@ -521,7 +525,7 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
             raise ImageWriteError(path, f"cannot encode the derived DICOM ({first_line(exc)}); nothing was written") from None
 
     try:
-        atomic_write(path, save)
+        atomic_write(path, save, replace=replace)
     finally:
         if hasattr(ds.PixelData, "close"):
             ds.PixelData.close()

@@ -298,9 +298,9 @@ def _read_raster(path: Path) -> Image:
 # --------------------------------------------------------------------------- writing
 
 
-def write_raster(path: Path, frames, image: Image) -> None:
+def write_raster(path: Path, frames, image: Image, *, replace: bool = True) -> None:
     """Write PNG (8/16-bit), JPEG (8-bit) or TIFF (8/16-bit signed or not, float; multi-page)
-    keeping the input's bit depth and type.
+    keeping the input's bit depth and type, atomically (``replace=False``: never onto an existing file).
 
     ``frames``: float32 (F, H, W) or an iterable of float32 (H, W) frames in modality units; a
     multi-page TIFF is written page by page, so only one output frame is in memory at a time.
@@ -346,4 +346,4 @@ def write_raster(path: Path, frames, image: Image) -> None:
         else:
             PILImage.fromarray(frame).save(tmp, format="JPEG", quality=95)
 
-    atomic_write(path, write)
+    atomic_write(path, write, replace=replace)

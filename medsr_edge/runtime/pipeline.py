@@ -184,16 +184,20 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
         raise ImageWriteError(dst, "output exists; pass --overwrite to replace it")
     image = read_image(src)
     frames = enhancer.iter_enhance_image(image)  # consumed frame by frame by the writer
+    # A file the user named is never replaced without --overwrite, even when a concurrent run
+    # creates it while this one works; outputs whose paths medsr-edge chose may be (same content).
+    replace = overwrite or not job.named
     if dst.suffix.lower() == ".dcm":
         if image.format != "dicom":
             raise ImageWriteError(dst, f"DICOM output needs a DICOM input ({src.name} is {image.format.upper()}); use --to png or tif")
         write_derived_dicom(dst, image, frames, enhancer.scale,
                             f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}",
-                            identity=enhancer.identity, series_label=enhancer.model_name, compress=compress)
+                            identity=enhancer.identity, series_label=enhancer.model_name, compress=compress,
+                            replace=replace)
     else:
         if compress:
             raise ImageWriteError(dst, "--compress applies to DICOM output only")
-        write_raster(dst, frames, image)
+        write_raster(dst, frames, image, replace=replace)
     return dst
 
 
