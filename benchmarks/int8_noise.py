@@ -34,7 +34,7 @@ def main() -> None:
     img = read_image(get_testdata_file("693_UNCR.dcm", download=False))
     frame = img.frames[0]
     lo, hi = float(frame.min()), float(frame.max())
-    norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+    norm = Normalizer.of(img)
     x, step = norm.forward(frame), norm.grid_step(frame, img.dtype)
     print("| scale | brain pixels | RMS HU bicubic - GT | RMS HU FP32 - GT | RMS HU INT8 - FP32 |")
     print("|---|---|---|---|---|")

@@ -34,7 +34,7 @@ def main() -> None:
     gains: dict[str, dict[str, list[float]]] = {}
     for path, modality in discover(args.data, args.split):
         img = read_image(path)
-        norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+        norm = Normalizer.of(img)
         hr = crop_to_multiple(norm.forward(img.frames[0]), s)
         for kind, step in (("float", 0.0), ("rounded", norm.grid_step(img.frames[0], img.dtype))):
             lr = degrade(hr, s, step=step)

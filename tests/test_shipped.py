@@ -22,7 +22,7 @@ def ct_slice():
     if path is None:
         pytest.skip("pydicom-data is not installed")
     img = read_image(path)
-    return Normalizer.for_image(img.frames, img.dtype, img.invert).forward(img.frames[0])
+    return Normalizer.of(img).forward(img.frames[0])
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -481,3 +481,26 @@ def test_write_faults_name_the_output_and_the_os_error(tmp_path, ct_small, tiny_
     assert str(out) in msg and os.strerror(err) in msg and "malformed" not in msg and "input" not in msg
     assert not out.exists()
 
+
+
+def _eight_bit_dicom(path, ct_small, slope: str, intercept: str):
+    ds = pydicom.dcmread(ct_small)
+    stored = np.tile(np.linspace(0, 255, 128), (128, 1)).round().astype(np.uint8)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = stored.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(path)
+    return path
+
+
+def test_eight_bit_dicom_with_a_rescale_keeps_its_modality_range(tmp_path, ct_small, tiny_onnx):
+    """The 8-bit path normalised with a fixed 0..255 after the rescale: values above 255 or below
+    0 in modality units were clipped flat. The range is the stored range through the rescale."""
+    src = _eight_bit_dicom(tmp_path / "u8.dcm", ct_small, "2", "-100")
+    image = read_image(src)
+    assert image.frames.min() == -100 and image.frames.max() == 410
+    assert _enhance(src, "-o", tmp_path / "o.dcm", "--model", tiny_onnx).exit_code == 0
+    out = read_image(tmp_path / "o.dcm").frames
+    assert out.min() < -80 and out.max() > 390  # the whole range survives, not 0..255
+    assert abs(out.mean() - image.frames.mean()) < 0.1 * 510  # the tiny test model is not an identity

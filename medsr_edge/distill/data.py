@@ -64,7 +64,7 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
         except ImageReadError as exc:
             log.warning("skipping %s", exc)
             continue
-        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        norm = Normalizer.of(image)
         step = norm.grid_step(image.frames[0], image.dtype)
         for frame in image.frames:
             if min(frame.shape) < min_size:

@@ -100,7 +100,7 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
             if left_out is not None:
                 left_out.append(str(exc))
             continue
-        norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+        norm = Normalizer.of(img)
         hr = crop_to_multiple(norm.forward(img.frames[0]), scale)
         if min(hr.shape) < 8 * scale:
             continue

@@ -104,7 +104,7 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+    norm = Normalizer.of(image)
     gt = crop_to_multiple(norm.forward(image.frames[0]), scale)
     lr = degrade(gt, scale, step=norm.grid_step(image.frames[0], image.dtype))
     panels = [Panel(f"LR input (1/{scale})", np.kron(lr, np.ones((scale, scale), np.float32)), error=False),

@@ -73,7 +73,7 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
         except ImageReadError as exc:
             log.warning("calibration: skipping %s", exc)
             continue
-        norm = Normalizer.for_image(img.frames, img.dtype, img.invert)
+        norm = Normalizer.of(img)
         hr = norm.forward(img.frames[0])
         h, w = hr.shape
         if crop:

@@ -150,11 +150,11 @@ class Enhancer:
     def iter_enhance_image(self, image: Image) -> Iterator[np.ndarray]:
         """Enhance the frames of an Image one at a time: yields float32 (sH, sW) in modality
         units, so a writer can store each frame before the next is made (memory of one frame)."""
-        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        norm = Normalizer.of(image)
         for frame in image.frames:
             yield norm.inverse(self.enhance_array(norm.forward(frame)), inplace=True)
 
     def enhance_image(self, image: Image) -> tuple[np.ndarray, Normalizer]:
         """Enhance every frame of an Image; returns (frames (F, sH, sW) float32 in modality units, the normaliser)."""
-        norm = Normalizer.for_image(image.frames, image.dtype, image.invert)
+        norm = Normalizer.of(image)
         return np.stack(list(self.iter_enhance_image(image))), norm

@@ -11,8 +11,10 @@ import numpy as np
 class Normalizer:
     """Invertible per-image linear map from modality units to [0, 1] for the network.
 
-    8-bit images use the fixed range [0, 255]; other images use their own min and max, so every
-    image spans [0, 1]. ``invert`` flips MONOCHROME1 so bright means dense, as in training data.
+    8-bit images use the fixed range of their stored values, 0..255 mapped through the modality
+    LUT (a DICOM RescaleSlope/Intercept), so [0, 1] covers every value the file can hold; other
+    images use their own min and max, so every image spans [0, 1]. ``invert`` flips MONOCHROME1 so
+    bright means dense, as in training data.
     """
 
     lo: float
@@ -20,9 +22,19 @@ class Normalizer:
     invert: bool = False
 
     @classmethod
-    def for_image(cls, frames: np.ndarray, dtype: np.dtype, invert: bool = False) -> Normalizer:
+    def of(cls, image) -> Normalizer:
+        """The normaliser of an :class:`~medsr_edge.runtime.image.Image` (frames, stored type,
+        value range, MONOCHROME1)."""
+        return cls.for_image(image.frames, image.dtype, image.invert, image.value_range)
+
+    @classmethod
+    def for_image(cls, frames: np.ndarray, dtype: np.dtype, invert: bool = False,
+                  value_range: tuple[float, float] | None = None) -> Normalizer:
+        """``value_range``: the modality values of the stored range (used for 8-bit images;
+        default 0..255)."""
         if np.dtype(dtype) == np.uint8:
-            return cls(0.0, 255.0, invert)
+            lo, hi = value_range if value_range is not None else (0.0, 255.0)
+            return cls(float(lo), float(hi), invert)
         lo, hi = float(np.min(frames)), float(np.max(frames))
         return cls(lo, hi if hi > lo else lo + 1.0, invert)
 
@@ -31,7 +43,7 @@ class Normalizer:
         between the values of ``frame`` (the rescale slope) for other integer images, 0 for float
         pixels. A low-resolution image made for training or scoring is rounded to it."""
         if np.dtype(dtype) == np.uint8:
-            return 1.0 / 255.0
+            return 1.0 / 255.0  # 255 steps of the rescale slope over a range of 255 slopes
         if not np.issubdtype(np.dtype(dtype), np.integer):
             return 0.0
         gaps = np.diff(np.unique(np.asarray(frame)))
