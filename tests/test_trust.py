@@ -504,3 +504,33 @@ def test_eight_bit_dicom_with_a_rescale_keeps_its_modality_range(tmp_path, ct_sm
     out = read_image(tmp_path / "o.dcm").frames
     assert out.min() < -80 and out.max() > 390  # the whole range survives, not 0..255
     assert abs(out.mean() - image.frames.mean()) < 0.1 * 510  # the tiny test model is not an identity
+
+
+def test_float64_tiff_keeps_detail_next_to_a_large_offset(tmp_path, tiny_onnx):
+    """A float64 image 1000 + [0, 1e-3]: float32 modality values hold ~16 levels there."""
+    from medsr_edge.runtime.transforms import Normalizer
+
+    ramp = 1000.0 + np.tile(np.linspace(0, 1e-3, 32), (32, 1))
+    tifffile.imwrite(tmp_path / "f.tif", ramp.astype(np.float64))
+    image = read_image(tmp_path / "f.tif")
+    norm = Normalizer.of(image)
+    back = norm.inverse(norm.forward(image.frames[0]))
+    assert np.abs(back - ramp).max() < 1e-3 / 2 ** 20  # float32 in [0, 1], float64 back: nothing lost
+    assert _enhance(tmp_path / "f.tif", "-o", tmp_path / "o.tif", "--model", tiny_onnx).exit_code == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.dtype == np.float64 and len(np.unique(out)) > 1000
+
+
+def test_float_values_near_the_limit_are_refused_not_turned_into_nan(tmp_path):
+    tifffile.imwrite(tmp_path / "huge.tif", np.array([[-1.7e308, 1.7e308], [0.0, 1.0]] * 8, np.float64))
+    with pytest.raises(ImageReadError, match="beyond"):
+        read_image(tmp_path / "huge.tif")
+
+
+@pytest.mark.parametrize("slope, intercept", [("1e300", "0"), ("1", "1e9"), ("1e-30", "5")])
+def test_extreme_rescale_values_are_refused_with_the_reason(tmp_path, ct_small, slope, intercept):
+    ds = pydicom.dcmread(ct_small)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(tmp_path / "x.dcm")
+    with pytest.raises(ImageReadError, match="fix the header"):
+        read_image(tmp_path / "x.dcm")

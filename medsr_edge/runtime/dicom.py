@@ -209,9 +209,15 @@ def _read_dicom(path: Path) -> Image:
     params = _rescale_params(ds)
     if not all(np.isfinite(v) for sb in params for v in sb) or any(sl == 0 for sl, _ in params):
         raise ImageReadError(path, "RescaleSlope/RescaleIntercept is zero, NaN or infinite; fix the header")
-    frames = np.stack([arr[i].astype(np.float64) * s + b for i, (s, b) in enumerate(params[: len(arr)])])
     lo_stored = -(2 ** (bits_stored - 1)) if signed else 0
     hi_stored = 2 ** (bits_stored - 1) - 1 if signed else 2 ** bits_stored - 1
+    for s, b in params:  # the writer maps float32 modality values back to stored ones
+        reach = max(abs(lo_stored * s + b), abs(hi_stored * s + b))
+        if reach > MAX_MODALITY_VALUE or abs(b) > MAX_INTERCEPT_STEPS * abs(s):
+            raise ImageReadError(path, f"RescaleSlope {s:g} / RescaleIntercept {b:g} put values out of what medsr-edge "
+                                       f"maps back exactly (|value| <= {MAX_MODALITY_VALUE:g}, |intercept| <= "
+                                       f"{MAX_INTERCEPT_STEPS:g} x slope); fix the header")
+    frames = np.stack([arr[i].astype(np.float64) * s + b for i, (s, b) in enumerate(params[: len(arr)])])
     s0, b0 = params[0]
     value_range = tuple(sorted((lo_stored * s0 + b0, hi_stored * s0 + b0)))
     ds_nopix = ds.copy()
@@ -225,6 +231,8 @@ def _read_dicom(path: Path) -> Image:
                        "transfer_syntax": str(ts.name) if ts else ""})
 
 
+MAX_MODALITY_VALUE = 1e30  # float32 holds modality values up to 3.4e38
+MAX_INTERCEPT_STEPS = 2.0 ** 22  # float32 (24-bit mantissa) still resolves one slope step next to the intercept
 SPOOL_ROWS = 256  # output rows converted to stored values at a time
 PURPOSE_SOURCE = ("121322", "DCM", "Source image for image processing operation")
 DERIVATION_CODE = ("113085", "DCM", "Spatial resampling")

@@ -71,9 +71,9 @@ def to_stored(values: np.ndarray, dtype: np.dtype, value_range: tuple[float, flo
     """Round and clip modality values into ``dtype`` (float stays float). Works in place on a
     float32 ``values`` (one temporary at most), so large outputs are not copied several times."""
     lo, hi = value_range
+    if np.issubdtype(dtype, np.floating):  # float stays float, at the precision it came in
+        return np.clip(values, lo, hi).astype(dtype, copy=False)
     work = values if values.dtype == np.float32 else values.astype(np.float32)
     np.clip(work, lo, hi, out=work)
-    if np.issubdtype(dtype, np.floating):
-        return work.astype(dtype, copy=False)
     np.rint(work, out=work)
     return work.astype(dtype)

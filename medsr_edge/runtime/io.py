@@ -21,6 +21,7 @@ from ..core.files import atomic_write
 from .dicom import read_dicom
 from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger, to_stored
 
+MAX_FLOAT_VALUE = 1e300  # float pixels beyond this make max - min overflow float64
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 IMAGE_SUFFIXES = RASTER_SUFFIXES | {".dcm", ".dicom"}
 def looks_like_dicom(path: Path) -> bool:
@@ -282,6 +283,9 @@ def _read_raster(path: Path) -> Image:
         if not np.isfinite(arr).all():
             raise ImageReadError(path, "float image contains NaN or Inf values; clean it first")
         value_range = (float(arr.min()), float(arr.max()))
+        if max(abs(value_range[0]), abs(value_range[1])) > MAX_FLOAT_VALUE:
+            raise ImageReadError(path, f"float values reach {max(map(abs, value_range)):.3g}, beyond +-{MAX_FLOAT_VALUE:g} "
+                                       "where the range itself overflows; rescale the image first")
         dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
     elif dtype in (np.uint8, np.uint16, np.int16):
         info = np.iinfo(dtype)

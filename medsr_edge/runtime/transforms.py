@@ -54,11 +54,21 @@ class Normalizer:
         y = ((np.asarray(x, np.float64) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         return 1.0 - y if self.invert else y
 
+    @property
+    def needs_float64(self) -> bool:
+        """True when float32 modality values could not resolve this image's range: an offset
+        (``lo``/``hi``) more than 2^12 times the range leaves float32 fewer than 2^12 levels."""
+        return max(abs(self.lo), abs(self.hi)) > 4096.0 * (self.hi - self.lo)
+
     def inverse(self, y: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """[0, 1] (values outside are clipped) -> float32 modality units; rounding is the writer's.
+        """[0, 1] (values outside are clipped) -> modality units; rounding is the writer's. float32,
+        or float64 where float32 could not resolve the image's range (:attr:`needs_float64`).
 
         ``inplace=True`` reuses ``y``'s memory (a float32 array the caller owns): no copies of a
         large output image."""
+        if self.needs_float64:
+            y = np.clip(np.asarray(y, np.float64), 0.0, 1.0)
+            return (1.0 - y if self.invert else y) * (self.hi - self.lo) + self.lo
         y = np.asarray(y, np.float32)
         y = np.clip(y, 0.0, 1.0, out=y if inplace else None)
         if self.invert:
