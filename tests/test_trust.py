@@ -534,3 +534,25 @@ def test_extreme_rescale_values_are_refused_with_the_reason(tmp_path, ct_small, 
     ds.save_as(tmp_path / "x.dcm")
     with pytest.raises(ImageReadError, match="fix the header"):
         read_image(tmp_path / "x.dcm")
+
+
+def test_ct_padding_is_not_smeared_into_the_patient_and_is_restored(tmp_path, ct_small, tiny_onnx):
+    """Outside the reconstruction circle a CT holds PixelPaddingValue (-2000 stored, -3024 HU here).
+    The network must not see that step (it rang into the body and widened the normalisation), the
+    output must hold the padding value exactly there, and the tag must stay."""
+    ds = pydicom.dcmread(ct_small)
+    stored = ds.pixel_array.copy()
+    yy, xx = np.mgrid[:128, :128]
+    outside = np.hypot(yy - 63.5, xx - 63.5) > 60
+    stored[outside] = -2000
+    ds.PixelData = stored.astype(np.int16).tobytes()
+    ds.save_as(tmp_path / "pad.dcm")
+    assert _enhance(tmp_path / "pad.dcm", "-o", tmp_path / "o.dcm", "--model", tiny_onnx).exit_code == 0
+    out = pydicom.dcmread(tmp_path / "o.dcm")
+    assert out.PixelPaddingValue == -2000
+    got = out.pixel_array
+    up = np.repeat(np.repeat(outside, 4, 0), 4, 1)
+    assert (got[up] == -2000).all()  # padding restored exactly
+    inside = got[~up]
+    real_min = stored[~outside].min()
+    assert inside.min() >= real_min - 0.1 * (stored.max() - real_min)  # no ring dragged towards -2000

@@ -218,6 +218,7 @@ def _read_dicom(path: Path) -> Image:
                                        f"maps back exactly (|value| <= {MAX_MODALITY_VALUE:g}, |intercept| <= "
                                        f"{MAX_INTERCEPT_STEPS:g} x slope); fix the header")
     frames = np.stack([arr[i].astype(np.float64) * s + b for i, (s, b) in enumerate(params[: len(arr)])])
+    padding = _padding_mask(ds, arr)
     s0, b0 = params[0]
     value_range = tuple(sorted((lo_stored * s0 + b0, hi_stored * s0 + b0)))
     ds_nopix = ds.copy()
@@ -228,7 +229,25 @@ def _read_dicom(path: Path) -> Image:
                  invert=photometric == "MONOCHROME1", dataset=ds_nopix,
                  meta={"modality": str(ds.get("Modality", "")), "bits_stored": bits_stored,
                        "bits_allocated": bits_alloc, "rescale": params,
-                       "transfer_syntax": str(ts.name) if ts else ""})
+                       "transfer_syntax": str(ts.name) if ts else "",
+                       **({"padding": padding, "padding_values": [float(ds.PixelPaddingValue) * sl + b for sl, b in params]}
+                          if padding is not None else {})})
+
+
+def _padding_mask(ds, stored: np.ndarray) -> np.ndarray | None:
+    """(F, H, W) True where a pixel is padding (PixelPaddingValue, up to PixelPaddingRangeLimit:
+    the area outside a CT's reconstruction circle), or None when the image has none. The values
+    compared are the stored ones, before the rescale, as the standard defines them."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or isinstance(value, (list, tuple, bytes)):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if isinstance(limit, int):
+        lo, hi = sorted((int(value), limit))
+        mask = (stored >= lo) & (stored <= hi)
+    else:
+        mask = stored == int(value)
+    return mask if mask.any() and not mask.all() else None
 
 
 MAX_MODALITY_VALUE = 1e30  # float32 holds modality values up to 3.4e38

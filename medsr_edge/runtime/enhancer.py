@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,10 +150,25 @@ class Enhancer:
 
     def iter_enhance_image(self, image: Image) -> Iterator[np.ndarray]:
         """Enhance the frames of an Image one at a time: yields float32 (sH, sW) in modality
-        units, so a writer can store each frame before the next is made (memory of one frame)."""
-        norm = Normalizer.of(image)
-        for frame in image.frames:
-            yield norm.inverse(self.enhance_array(norm.forward(frame)), inplace=True)
+        units, so a writer can store each frame before the next is made (memory of one frame).
+
+        Padding (DICOM PixelPaddingValue: outside a CT's reconstruction circle) is not image: the
+        network sees it filled with the lowest real value, the normalisation ignores it, and the
+        output holds the padding value exactly where the (nearest-upsampled) padding was."""
+        padding = image.meta.get("padding")
+        if padding is None:
+            norm = Normalizer.of(image)
+            for frame in image.frames:
+                yield norm.inverse(self.enhance_array(norm.forward(frame)), inplace=True)
+            return
+        real = image.frames[~padding]
+        filled = replace(image, frames=np.where(padding, real.min(), image.frames))
+        norm = Normalizer.of(filled)
+        s = self.scale
+        for frame, mask, value in zip(filled.frames, padding, image.meta["padding_values"]):
+            out = norm.inverse(self.enhance_array(norm.forward(frame)), inplace=True)
+            out[np.repeat(np.repeat(mask, s, 0), s, 1)] = value
+            yield out
 
     def enhance_image(self, image: Image) -> tuple[np.ndarray, Normalizer]:
         """Enhance every frame of an Image; returns (frames (F, sH, sW) float32 in modality units, the normaliser)."""
