@@ -556,3 +556,55 @@ def test_ct_padding_is_not_smeared_into_the_patient_and_is_restored(tmp_path, ct
     inside = got[~up]
     real_min = stored[~outside].min()
     assert inside.min() >= real_min - 0.1 * (stored.max() - real_min)  # no ring dragged towards -2000
+
+
+def test_an_animated_png_is_refused_not_cut_to_its_first_frame(tmp_path):
+    frames = [PILImage.fromarray(np.full((16, 16), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match="animated image with 3 frames"):
+        read_image(tmp_path / "anim.png")
+
+
+def test_exif_orientation_is_applied_so_the_output_looks_like_the_input(tmp_path):
+    arr = np.zeros((16, 32), np.uint8)
+    arr[:, :8] = 255  # a bright band on the left of the stored pixels
+    im = PILImage.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # viewers rotate 90 degrees clockwise: the band shows at the top
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "rot.jpg").frames[0]
+    assert shown.shape == (32, 16) and shown[:8].mean() > 200 and shown[-8:].mean() < 50
+
+
+def test_an_unsupported_output_type_is_refused_not_made_a_folder(tmp_path, tiny_onnx):
+    src = _png(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    res = _enhance(src, "-o", tmp_path / "out.bmp", "--model", tiny_onnx)
+    assert res.exit_code == 2 and ".bmp is not an output type" in res.output
+    assert not (tmp_path / "out.bmp").exists()
+
+
+def test_a_one_column_image_is_refused(tmp_path, ct_small, tiny_onnx):
+    ds = pydicom.dcmread(ct_small)
+    ds.Columns = 1
+    ds.PixelData = ds.pixel_array[:, :1].tobytes()
+    ds.save_as(tmp_path / "col.dcm")
+    res = _enhance(tmp_path / "col.dcm", "-o", tmp_path / "o.dcm", "--model", tiny_onnx)
+    assert res.exit_code == 1 and "too small to super-resolve" in res.output and not (tmp_path / "o.dcm").exists()
+
+
+def test_an_unreadable_sub_folder_is_named_not_skipped_silently(tmp_path, monkeypatch):
+    from medsr_edge.runtime.io import find_image_files
+
+    (tmp_path / "study" / "locked").mkdir(parents=True)
+    _png(tmp_path / "study" / "a.png", np.zeros((16, 16), np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (root reads everything)
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = find_image_files([tmp_path / "study"])
+    assert [p.name for p in found.images] == ["a.png"]
+    assert any(p.name == "locked" and "folder not readable (Permission denied)" in why for p, why in found.passed_over)

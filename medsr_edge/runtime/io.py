@@ -83,7 +83,7 @@ def find_image_files(paths, recursive: bool = True) -> FoundFiles:
         if not p.is_dir():
             images.append(p)
             continue
-        found = p.rglob("*") if recursive else p.glob("*")
+        found = _walk(p, passed) if recursive else p.glob("*")
         for f in sorted(found):
             try:
                 if not f.is_file():
@@ -97,6 +97,20 @@ def find_image_files(paths, recursive: bool = True) -> FoundFiles:
             else:
                 passed.append((f, "not an image file"))
     return FoundFiles(images, passed)
+
+
+def _walk(folder: Path, passed: list[tuple[Path, str]]) -> list[Path]:
+    """Every entry under ``folder``; a sub-folder that cannot be listed is named in ``passed``
+    (never skipped silently). Symbolic links to folders are not followed (no loops)."""
+    out: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        passed.append((Path(err.filename or folder), f"folder not readable ({err.strerror or err}); its files were not searched"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        base = Path(dirpath)
+        out += [base / d for d in dirnames] + [base / f for f in filenames]
+    return out
 
 
 def iter_image_files(paths, recursive: bool = True) -> list[Path]:
@@ -249,8 +263,14 @@ def _read_pil(path: Path) -> np.ndarray:
     if bits == 16 and colour in (2, 4, 6):
         kind = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}[colour]
         raise ImageReadError(path, f"16-bit {kind} PNG: Pillow would reduce it to 8 bits; save it as 16-bit greyscale PNG or TIFF")
-    with PILImage.open(path) as im:
-        check_pixel_budget(path, getattr(im, "n_frames", 1), im.height, im.width)
+    with PILImage.open(path) as opened:
+        check_pixel_budget(path, getattr(opened, "n_frames", 1), opened.height, opened.width)
+        if getattr(opened, "n_frames", 1) > 1:
+            raise ImageReadError(path, f"animated image with {opened.n_frames} frames; only still images are enhanced "
+                                       "(save the frames as separate files or as a multi-page TIFF)")
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(opened)  # pixels upright as viewers show them; the output carries no EXIF
         if im.mode == "CMYK":
             raise ImageReadError(path, "colour (CMYK) image; medsr-edge enhances single-channel (grey) images")
         if im.mode == "P":

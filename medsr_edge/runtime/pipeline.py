@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import ImageWriteError, MedsrError
+from ..core.errors import ImageReadError, ImageWriteError, MedsrError
 from .dicom import write_derived_dicom
 from .enhancer import Enhancer
 from .io import read_image, write_raster
 
 OUTPUT_SUFFIXES = {".dcm", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}
+# Image types medsr-edge does not write: `-o out.bmp` is refused, not taken for a folder name.
+FOREIGN_IMAGE_SUFFIXES = {".bmp", ".gif", ".webp", ".jp2", ".j2k", ".jpx", ".jxl", ".heic", ".heif", ".avif", ".nii",
+                          ".gz", ".nrrd", ".mha", ".mhd", ".dicom", ".ima", ".ppm", ".pgm", ".pnm", ".tga", ".exr",
+                          ".svg", ".pdf"}
+MIN_INPUT_SIDE = 8  # pixels: a smaller image has no structure for a network to restore
 
 
 @dataclass
@@ -55,6 +60,9 @@ def plan_jobs(inputs: list[Path], roots: list[Path], output: Path | None, scale:
     ``output``, a file goes next to its input as ``NAME-sr-x4.EXT`` and a folder's files into
     ``FOLDER-sr-x4/``.
     """
+    if output is not None and output.suffix.lower() in FOREIGN_IMAGE_SUFFIXES and not output.is_dir():
+        raise PlanError(f"-o {output}: {output.suffix} is not an output type; use .dcm, .png, .tif or .jpg, "
+                        "or a folder name without a suffix")
     if output is not None and output.suffix.lower() in OUTPUT_SUFFIXES and len(inputs) > 1:
         raise PlanError(f"{output}: one output file for {len(inputs)} inputs; give -o a folder (no image suffix)")
     jobs: list[Job] = []
@@ -183,6 +191,9 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
     if dst.exists() and not overwrite:
         raise ImageWriteError(dst, "output exists; pass --overwrite to replace it")
     image = read_image(src)
+    if min(image.shape) < MIN_INPUT_SIDE:
+        raise ImageReadError(src, f"{image.shape[0]}x{image.shape[1]} pixels is too small to super-resolve "
+                                  f"(at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE})")
     frames = enhancer.iter_enhance_image(image)  # consumed frame by frame by the writer
     # A file the user named is never replaced without --overwrite, even when a concurrent run
     # creates it while this one works; outputs whose paths medsr-edge chose may be (same content).
