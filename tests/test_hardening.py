@@ -19,13 +19,19 @@ from medsr_edge.runtime.io import read_image, write_raster
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("size", [1, 3])
-def test_tiny_images_enhance(tmp_path, tiny_onnx, size):
+@pytest.mark.parametrize("size, ok", [(1, False), (3, False), (8, True)])
+def test_tiny_images_are_refused_in_one_line_or_enhanced(tmp_path, tiny_onnx, size, ok):
+    """Below 8 pixels a side there is nothing to restore (a 1-column DICOM once came out wrong
+    with exit 0): refused with the reason, no output; from 8 pixels on, enhanced."""
     src = tmp_path / f"t{size}.png"
     PILImage.fromarray(np.full((size, size), 100, np.uint8)).save(src)
     res = runner.invoke(app, ["enhance", str(src), "--model", str(tiny_onnx)])
-    assert res.exit_code == 0, res.stderr
-    assert PILImage.open(tmp_path / f"t{size}-sr-x4.png").size == (4 * size, 4 * size)
+    out = tmp_path / f"t{size}-sr-x4.png"
+    if ok:
+        assert res.exit_code == 0, res.stderr
+        assert PILImage.open(out).size == (4 * size, 4 * size)
+    else:
+        assert res.exit_code == 1 and "too small to super-resolve" in res.stderr and not out.exists()
 
 
 def _png_header_only(path, width, height):
