@@ -608,3 +608,18 @@ def test_an_unreadable_sub_folder_is_named_not_skipped_silently(tmp_path, monkey
     found = find_image_files([tmp_path / "study"])
     assert [p.name for p in found.images] == ["a.png"]
     assert any(p.name == "locked" and "folder not readable (Permission denied)" in why for p, why in found.passed_over)
+
+
+def test_a_model_with_a_second_input_is_named_for_what_it_is(tmp_path, ct_small):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("gain", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    out = helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Add", ["lr", "gain"], ["sr"])], "two", [x, y], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="medsr.scale", value="2")
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    res = _enhance(ct_small, "-o", tmp_path / "o.dcm", "--model", tmp_path / "two.onnx")
+    assert res.exit_code == 2 and "has 2 inputs (lr, gain)" in res.output and "--tile" not in res.output

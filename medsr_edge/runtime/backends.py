@@ -68,7 +68,12 @@ class OnnxRuntimeBackend(Backend):
         self.meta = {k[len(META_PREFIX):]: parse_meta_value(v) for k, v in raw.items() if k.startswith(META_PREFIX)}
         self._check_meta(expected_scale)
         self.precision = str(self.meta.get("precision", format_of_file(self.path).precision))
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise ModelError(f"{self.path}: the model has {len(inputs)} inputs ({names}); a medsr-edge model takes one "
+                             "image (N, 1, H, W); export it with medsr-edge export")
+        inp = inputs[0]
         if len(inp.shape) != 4 or inp.shape[1] != 1:
             raise ModelError(f"{self.path}: input shape {inp.shape} is not (N, 1, H, W)")
         self.input_name = inp.name
@@ -78,8 +83,9 @@ class OnnxRuntimeBackend(Backend):
             return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             first = first_line(exc, 160, typed=False)
-            raise ModelError(f"{self.path}: inference failed on a {x.shape[-2]}x{x.shape[-1]} input ({first}); "
-                             "try a smaller --tile") from None
+            memory = any(w in first.lower() for w in ("alloc", "out of memory", "memory"))
+            fix = "try a smaller --tile" if memory else "the model does not run on this input; check or re-export it"
+            raise ModelError(f"{self.path}: inference failed on a {x.shape[-2]}x{x.shape[-1]} input ({first}); {fix}") from None
 
 
 def open_backend(path: str | Path, backend: str = "auto", device: str = "auto", threads: int | None = None,
