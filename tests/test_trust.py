@@ -623,3 +623,29 @@ def test_a_model_with_a_second_input_is_named_for_what_it_is(tmp_path, ct_small)
     onnx.save(model, str(tmp_path / "two.onnx"))
     res = _enhance(ct_small, "-o", tmp_path / "o.dcm", "--model", tmp_path / "two.onnx")
     assert res.exit_code == 2 and "has 2 inputs (lr, gain)" in res.output and "--tile" not in res.output
+
+
+def test_an_output_over_the_budget_is_refused_before_any_work(tmp_path, ct_small, tiny_onnx, monkeypatch):
+    """An 8-frame 4096^2 DICOM was enhanced for minutes and then could not be written (over DICOM's
+    4 GiB); an x8 model on 4096^2 took 5.5 GB. Both are refused from the sizes, before the model
+    runs (the limits are scaled down here so the test stays small)."""
+    from medsr_edge.runtime import pipeline
+    from medsr_edge.runtime.enhancer import Enhancer
+    from medsr_edge.runtime.pipeline import Job, enhance_file
+
+    def no_work(self, lr):
+        raise AssertionError("the model ran before the budget check")
+
+    monkeypatch.setattr(Enhancer, "enhance_array", no_work)
+    ds = pydicom.dcmread(ct_small)
+    one = ds.pixel_array
+    ds.NumberOfFrames = 8
+    ds.PixelData = np.repeat(one[None], 8, 0).tobytes()
+    ds.save_as(tmp_path / "multi.dcm")
+    monkeypatch.setattr(pipeline, "MAX_DICOM_PIXEL_BYTES", 8 * 512 * 512 * 2 - 1)  # one byte short for 8 x4 frames
+    with pytest.raises(ImageWriteError, match="over DICOM's 4 GiB per file"):
+        enhance_file(Enhancer(tiny_onnx), Job(tmp_path / "multi.dcm", tmp_path / "o.dcm"))
+    monkeypatch.setattr(pipeline, "MAX_OUTPUT_FRAME_PIXELS", 512 * 512 - 1)
+    with pytest.raises(ImageReadError, match="output budget"):
+        enhance_file(Enhancer(tiny_onnx), Job(ct_small, tmp_path / "o2.dcm"))
+    assert not list(tmp_path.glob("o*.dcm"))

@@ -16,6 +16,26 @@ FOREIGN_IMAGE_SUFFIXES = {".bmp", ".gif", ".webp", ".jp2", ".j2k", ".jpx", ".jxl
                           ".gz", ".nrrd", ".mha", ".mhd", ".dicom", ".ima", ".ppm", ".pgm", ".pnm", ".tga", ".exr",
                           ".svg", ".pdf"}
 MIN_INPUT_SIDE = 8  # pixels: a smaller image has no structure for a network to restore
+MAX_OUTPUT_FRAME_PIXELS = 2 ** 28  # one output frame as float32: 1 GiB (x4 of 8192^2, x8 of 4096^2 is 4x that)
+MAX_DICOM_PIXEL_BYTES = 2 ** 32 - 2  # an uncompressed Pixel Data element's 32-bit length
+
+
+def check_output_budget(job: Job, image, scale: int) -> None:
+    """Refuse, before any work, an output the memory budget or the file format cannot hold: one
+    output frame over :data:`MAX_OUTPUT_FRAME_PIXELS`, or a derived DICOM whose pixel data would
+    pass DICOM's 4 GiB element length."""
+    h, w = image.shape
+    frames = len(image.frames)
+    oh, ow = h * scale, w * scale
+    if oh * ow > MAX_OUTPUT_FRAME_PIXELS:
+        raise ImageReadError(job.src, f"x{scale} of {h}x{w} is {oh}x{ow} pixels a frame, over the "
+                                      f"{MAX_OUTPUT_FRAME_PIXELS // 2 ** 20} MP output budget; crop the image or use a "
+                                      "lower-scale model")
+    if job.dst.suffix.lower() == ".dcm":
+        nbytes = frames * oh * ow * int(image.meta.get("bits_allocated", 16)) // 8
+        if nbytes > MAX_DICOM_PIXEL_BYTES:
+            raise ImageWriteError(job.dst, f"{frames} frames of {oh}x{ow} would be {nbytes / 2 ** 30:.1f} GiB of pixel "
+                                           "data, over DICOM's 4 GiB per file; split the frames into several files first")
 
 
 @dataclass
@@ -194,6 +214,7 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
     if min(image.shape) < MIN_INPUT_SIDE:
         raise ImageReadError(src, f"{image.shape[0]}x{image.shape[1]} pixels is too small to super-resolve "
                                   f"(at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE})")
+    check_output_budget(job, image, enhancer.scale)
     frames = enhancer.iter_enhance_image(image)  # consumed frame by frame by the writer
     # A file the user named is never replaced without --overwrite, even when a concurrent run
     # creates it while this one works; outputs whose paths medsr-edge chose may be (same content).
