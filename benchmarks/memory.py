@@ -9,6 +9,11 @@ Cases (all generated here: synthetic phantoms and pydicom-data's CT, no patient 
   bomb_png          a PNG of a few hundred KB that decodes to 12000x12000 pixels
   bomb_tiff         a 126-byte TIFF whose header asks for 50000x50000 32-bit pixels (9.3 GiB)
   bomb_dicom        a small CT DICOM whose header declares 300 frames of 16384x16384
+  bomb_jpegls, bomb_jpeg, bomb_j2k, bomb_rle
+                    pydicom-data's compressed files whose frame header (JPEG-LS SOF55, JPEG lossless
+                    SOF3, JPEG 2000 SIZ, RLE segment count) disagrees with a small DICOM header:
+                    32768x32768 (JPEG-LS), 30000x30000 (JPEG), 40000x40000 (J2K), 15 segments (RLE)
+  bomb_deflate      a deflated CT whose dataset inflates to 1 GiB of zeros (about 1 MB on disk)
 Each row: exit status (0 enhanced, 1 refused with a one-line error), wall time and the child's
 own peak RSS (``getrusage(RUSAGE_SELF)`` at its exit).
 """
@@ -85,6 +90,34 @@ def bomb_dicom(path: Path) -> None:
     ds.save_as(path)
 
 
+def lying_stream(name: str, marker: bytes, offset: int, value: bytes):
+    def make(path: Path) -> None:
+        from pydicom.data import get_testdata_file
+
+        raw = bytearray(Path(get_testdata_file(name)).read_bytes())
+        at = raw.index(marker, raw.index(b"\xe0\x7f\x10\x00"))
+        raw[at + offset:at + offset + len(value)] = value
+        path.write_bytes(bytes(raw))
+    return make
+
+
+def bomb_deflate(path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    ds.save_as(path, enforce_file_format=True)
+    with open(path, "rb") as fh:
+        read_preamble(fh, force=False)
+        _read_file_meta_info(fh)
+        head = path.read_bytes()[:fh.tell()]
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = b"".join(z.compress(bytes(1 << 24)) for _ in range(64)) + z.flush()
+    path.write_bytes(head + body)
+
+
 CASES = {
     "png2048": (".png", lambda p: png16(p, 2048)),
     "png4096": (".png", lambda p: png16(p, 4096)),
@@ -92,6 +125,11 @@ CASES = {
     "bomb_png": (".png", bomb_png),
     "bomb_tiff": (".tif", bomb_tiff),
     "bomb_dicom": (".dcm", bomb_dicom),
+    "bomb_jpegls": (".dcm", lying_stream("JPEGLSNearLossless_16.dcm", b"\xff\xf7", 5, struct.pack(">HH", 32768, 32768))),
+    "bomb_jpeg": (".dcm", lying_stream("JPEG-LL.dcm", b"\xff\xc3", 5, struct.pack(">HH", 30000, 30000))),
+    "bomb_j2k": (".dcm", lying_stream("MR_small_jp2klossless.dcm", b"\xff\x4f\xff\x51", 8, struct.pack(">II", 40000, 40000))),
+    "bomb_rle": (".dcm", lying_stream("MR_small_RLE.dcm", b"\x02\x00\x00\x00\x40\x00", 0, struct.pack("<I", 15))),
+    "bomb_deflate": (".dcm", bomb_deflate),
 }
 
 
