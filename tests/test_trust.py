@@ -649,3 +649,31 @@ def test_an_output_over_the_budget_is_refused_before_any_work(tmp_path, ct_small
     with pytest.raises(ImageReadError, match="output budget"):
         enhance_file(Enhancer(tiny_onnx), Job(ct_small, tmp_path / "o2.dcm"))
     assert not list(tmp_path.glob("o*.dcm"))
+
+
+@pytest.mark.parametrize("name, option, expected", [
+    ("MR_small_jp2klossless.dcm", [], "1.2.840.10008.1.2.4.90"),  # JPEG 2000 lossless stays JPEG 2000 lossless
+    ("MR_small_RLE.dcm", [], "1.2.840.10008.1.2.5"),
+    ("MR_small_jpeg_ls_lossless.dcm", [], "1.2.840.10008.1.2.4.80"),
+    ("MR_small.dcm", [], "1.2.840.10008.1.2.1"),  # uncompressed stays uncompressed
+    ("MR_small_jp2klossless.dcm", ["--compress", "none"], "1.2.840.10008.1.2.1"),
+    ("MR_small.dcm", ["--compress", "rle"], "1.2.840.10008.1.2.5"),
+])
+def test_output_compression_follows_the_source(tmp_path, tiny_onnx, name, option, expected):
+    from pydicom.data import get_testdata_file
+
+    res = _enhance(get_testdata_file(name), "-o", tmp_path / "o.dcm", "--model", tiny_onnx, *option)
+    assert res.exit_code == 0, res.output
+    out = pydicom.dcmread(tmp_path / "o.dcm")
+    assert out.file_meta.TransferSyntaxUID == expected
+    src = read_image(get_testdata_file(name))
+    assert read_image(tmp_path / "o.dcm").frames.shape == (src.frames.shape[0], 256, 256)
+
+
+def test_a_lossy_source_is_never_made_lossy_twice(tmp_path, tiny_onnx):
+    from pydicom.data import get_testdata_file
+
+    src = get_testdata_file("JPEG2000.dcm")  # JPEG 2000 (lossy allowed)
+    assert pydicom.dcmread(src).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.91"
+    assert _enhance(src, "-o", tmp_path / "o.dcm", "--model", tiny_onnx).exit_code == 0
+    assert pydicom.dcmread(tmp_path / "o.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # lossless only

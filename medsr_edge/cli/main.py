@@ -74,6 +74,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class CompressChoice(str, Enum):
+    auto = "auto"
+    none = "none"
     rle = "rle"
     jpeg_ls = "jpeg-ls"
     jpeg2000 = "jpeg2000"
@@ -89,7 +91,7 @@ def enhance(
     tile: Optional[int] = typer.Option(None, min=0, help="Tile side in input pixels (0: whole image at once). Default: whole image up to 512x512, 256-pixel tiles above."),
     overlap: int = typer.Option(32, min=0, max=256, help="Input pixels shared by neighbouring tiles."),
     to: Optional[str] = typer.Option(None, help="Output type for folder/default outputs: dcm, png, tif, jpg. Default: same as input."),
-    compress: Optional[CompressChoice] = typer.Option(None, help="Lossless compression of DICOM outputs (verified by decoding). Default: uncompressed."),
+    compress: CompressChoice = typer.Option(CompressChoice.auto, help="DICOM output compression, always lossless and verified by decoding. auto: the source's family (RLE, JPEG-LS, JPEG 2000; a lossy source gives a lossless output), uncompressed for uncompressed or JPEG sources; none: uncompressed."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist."),
     skip_existing: bool = typer.Option(False, help="Keep an existing -o FILE instead of refusing (folder outputs are always resumed)."),
     threads: Optional[int] = typer.Option(None, min=1, max=256, help="CPU threads for ONNX Runtime (default: all)."),
@@ -112,7 +114,7 @@ def enhance(
     printer = _BatchPrinter(enhancer.scale)
     try:
         summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
-                            compress.value if compress else None, printer.progress, printer.report)
+                            compress.value, printer.progress, printer.report)
     except Interrupted:
         printer.close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "

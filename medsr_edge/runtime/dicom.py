@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.errors import ImageReadError, ImageWriteError, MedsrError, NotAnImage, first_line
 from ..core.files import atomic_write
-from .codestream import FAMILIES, check_frame
+from .codestream import FAMILIES, JPEG_2000, JPEG_LS, RLE, check_frame
 from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger
 
 DECODER_HINT = ("pip install 'medsr-edge[dicom]' (pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg) "
@@ -229,7 +229,7 @@ def _read_dicom(path: Path) -> Image:
                  invert=photometric == "MONOCHROME1", dataset=ds_nopix,
                  meta={"modality": str(ds.get("Modality", "")), "bits_stored": bits_stored,
                        "bits_allocated": bits_alloc, "rescale": params,
-                       "transfer_syntax": str(ts.name) if ts else "",
+                       "transfer_syntax": str(ts.name) if ts else "", "transfer_syntax_uid": str(ts) if ts else "",
                        **({"padding": padding, "padding_values": [float(ds.PixelPaddingValue) * sl + b for sl, b in params]}
                           if padding is not None else {})})
 
@@ -480,6 +480,28 @@ COMPRESSION = {  # --compress name -> (transfer syntax keyword, pydicom encoding
     "jpeg-ls": ("JPEGLSLossless", "pyjpegls", "pyjpegls"),
     "jpeg2000": ("JPEG2000Lossless", "pylibjpeg", "pylibjpeg pylibjpeg-openjpeg"),
 }
+
+
+# The lossless encoder of each compressed family, for outputs that follow their source (--compress auto).
+# JPEG (baseline/extended/lossless) has no encoder here: such sources give uncompressed outputs.
+FOLLOW_SOURCE = {RLE: "rle", JPEG_LS: "jpeg-ls", JPEG_2000: "jpeg2000"}
+ENCODER_MODULE = {"rle": None, "jpeg-ls": "jpeg_ls", "jpeg2000": "openjpeg"}
+
+
+def output_compression(image: Image, requested: str | None) -> str | None:
+    """The compression of a derived DICOM: ``"none"`` -> uncompressed; a family name -> that
+    family, lossless; ``None``/``"auto"`` -> the source's family, lossless (a lossy JPEG 2000 or
+    JPEG-LS source gives a lossless output of its family, never a second lossy one), or
+    uncompressed when the source is uncompressed, JPEG, or its encoder is not installed."""
+    if requested not in (None, "auto"):
+        return None if requested == "none" else requested
+    family = FOLLOW_SOURCE.get(FAMILIES.get(str(image.meta.get("transfer_syntax_uid", "")), ""))
+    if family is None:
+        return None
+    import importlib.util
+
+    module = ENCODER_MODULE[family]
+    return family if module is None or importlib.util.find_spec(module) is not None else None
 
 
 MAX_COMPRESS_BYTES = 1 << 30  # encoders need the whole pixel data in memory

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ImageReadError, ImageWriteError, MedsrError
-from .dicom import write_derived_dicom
+from .dicom import output_compression, write_derived_dicom
 from .enhancer import Enhancer
 from .io import read_image, write_raster
 
@@ -224,10 +224,11 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
             raise ImageWriteError(dst, f"DICOM output needs a DICOM input ({src.name} is {image.format.upper()}); use --to png or tif")
         write_derived_dicom(dst, image, frames, enhancer.scale,
                             f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}",
-                            identity=enhancer.identity, series_label=enhancer.model_name, compress=compress,
+                            identity=enhancer.identity, series_label=enhancer.model_name,
+                            compress=output_compression(image, compress),
                             replace=replace)
     else:
-        if compress:
+        if compress not in (None, "auto", "none"):
             raise ImageWriteError(dst, "--compress applies to DICOM output only")
         write_raster(dst, frames, image, replace=replace)
     return dst
