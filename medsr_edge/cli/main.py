@@ -73,6 +73,10 @@ def _setup_logging(verbose: bool) -> None:
     setup_logging(verbose)
 
 
+DEVICE_HELP = ("Where ONNX Runtime runs: auto (TensorRT > CUDA > CPU, whatever is installed), cpu, cuda, cuda:N, "
+               "tensorrt; a device that is not installed is an error naming the package.")
+
+
 class CompressChoice(str, Enum):
     auto = "auto"
     none = "none"
@@ -95,6 +99,7 @@ def enhance(
     overwrite: bool = typer.Option(False, help="Replace outputs that exist."),
     skip_existing: bool = typer.Option(False, help="Keep an existing -o FILE instead of refusing (folder outputs are always resumed)."),
     threads: Optional[int] = typer.Option(None, min=1, max=256, help="CPU threads for ONNX Runtime (default: all)."),
+    device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Enhance images: DICOM in -> derived DICOM out (one derived series per source series, same bit depth, HU kept, geometry updated), PNG/TIFF keep bit depth."""
@@ -108,7 +113,7 @@ def enhance(
         except ImportError:
             fail("a PyTorch checkpoint needs pip install 'medsr-edge[train]'; or export it to ONNX first")
     try:
-        enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, threads=threads)
+        enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, device=device, threads=threads)
     except MedsrError as exc:
         fail(str(exc))
     printer = _BatchPrinter(enhancer.scale)
@@ -501,6 +506,7 @@ def bench(
     source: Optional[list[str]] = typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Only this source (or modality) of --data; repeatable. With no --split, every image of it: a held-out source is scored on all its images."),
     exclude_source: Optional[list[str]] = typer.Option(None, "--exclude-source", metavar="MODALITY/SOURCE", help="Leave this source out; repeatable."),
     degradation: str = typer.Option("bicubic", help="LR model: bicubic; mr-kspace, ct-kernel, xr-detector (acquisition physics at fixed settings); physics (each image under its modality's family). Adds Lanczos and, for MR, zero-filled k-space rows."),
+    device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     by_source: bool = typer.Option(False, "--by-source", help="Also show the gain over bicubic per source (<modality>/<source>) in the table, Markdown and CSV (NAME-by-source.csv); the JSON always has it."),
 ) -> None:
     """Quality (PSNR/SSIM per modality) vs latency of every artifact against bicubic and the teacher."""
@@ -522,7 +528,7 @@ def bench(
                    if m in shipped_models()]
     req = BenchRequest(data, scale, models, backends, split, limit, tile,
                        threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd,
-                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source, degradation)
+                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source, degradation, device)
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

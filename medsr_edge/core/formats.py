@@ -36,6 +36,10 @@ def format_for(backend: str, precision: str) -> Format:
     for f in FORMATS:
         if f.backend == backend and f.precision == precision:
             return f
+    runs = [f.precision for f in FORMATS if f.backend == backend]
+    if runs:
+        raise KeyError(f"the {backend} backend runs {' or '.join(runs)} models, not {precision}: pass --precision "
+                       f"{runs[0]}" + (" (TensorRT builds engines at reduced precision)" if backend == "tensorrt" else ""))
     raise KeyError(f"no format runs on {backend} at {precision}")
 
 

@@ -299,7 +299,7 @@ def baselines_for(degradation: str) -> tuple[str, ...]:
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
                   tile: int = 256, threads: int | None = None, progress=None, fid=None, fd_vgg16=None,
-                  frd=None, latency_rounds: int = 9, baselines: tuple[str, ...] = ()) -> list[Row]:
+                  frd=None, latency_rounds: int = 9, baselines: tuple[str, ...] = (), device: str = "auto") -> list[Row]:
     """Bicubic first, then every (model, format) row; failures become rows with a reason. Then,
     with ``latency_rounds`` > 0, the rows that ran are timed again in that many interleaved
     rounds on :func:`timing_images` (the CI gate's latency ratios come from these).
@@ -340,7 +340,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
             continue
         row.size_mb = round(path.stat().st_size / 1e6, 3)
         try:
-            enh = Enhancer(path, fmt.backend, fmt.precision, tile=tile, threads=threads, scale=scale)
+            enh = Enhancer(path, fmt.backend, fmt.precision, tile=tile, device=device, threads=threads, scale=scale)
             meta = enh.backend.meta
             row.params = meta.get("params")
             row.gflops_per_mpx = meta.get("gflops_per_output_mpx")

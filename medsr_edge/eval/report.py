@@ -40,13 +40,16 @@ class BenchRequest:
     exclude_sources: tuple[str, ...] = ()  # all but these
     by_source: bool = False  # print and write the gain over bicubic per source too
     degradation: str = "bicubic"  # LR model (core.degradation.BENCH_DEGRADATIONS)
+    device: str = "auto"  # where ONNX Runtime runs (runtime.backends.parse_device)
 
 
 def bench_report(req: BenchRequest, console) -> dict:
     """Run the bench, print it on ``console`` (rich), write the requested files; returns the JSON
     document (the CI gate's input). Raises MedsrError when there is no readable image."""
+    from ..runtime.backends import ort_providers
     from .fid import FidUnavailable, fid_scorer
 
+    ort_providers(req.device)  # a wrong or missing --device is an error before any image is read
     if not Path(req.data).exists():
         raise MedsrError(f"{req.data}: data folder not found")
     left_out: list[str] = []
@@ -82,7 +85,8 @@ def bench_report(req: BenchRequest, console) -> dict:
             console.print(f"  frd skipped: {exc}", style="dim")
     rows = bm.run_benchmark(images, req.scale, req.models, req.backends, req.tile, req.threads,
                             progress=lambda s: console.print(f"  measuring {s} ...", style="dim"), fid=fid, fd_vgg16=fd,
-                            frd=frd, latency_rounds=req.latency_rounds, baselines=bm.baselines_for(req.degradation))
+                            frd=frd, latency_rounds=req.latency_rounds, baselines=bm.baselines_for(req.degradation),
+                            device=req.device)
     if fid is not None:
         fid_info["real_crops"] = fid.real_crops
     guard = bm.fidelity_guard(rows)
@@ -153,7 +157,8 @@ def _gallery(rows, images, req: BenchRequest, console) -> None:
     enh = {}
     for label, model, prec in (("student FP32", student, "fp32"), ("student INT8", student, "int8"), ("teacher", teacher, "fp32")):
         try:
-            enh[label] = Enhancer(model, "onnxruntime", prec, tile=req.tile, threads=req.threads, scale=req.scale)
+            enh[label] = Enhancer(model, "onnxruntime", prec, tile=req.tile, device=req.device, threads=req.threads,
+                                  scale=req.scale)
         except MedsrError as exc:
             console.print(f"  gallery: {label} left out: {exc}", style="dim")
     for modality, picks in bm.gallery_picks(rows, images, student).items():

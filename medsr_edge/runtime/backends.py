@@ -23,21 +23,42 @@ def register_backend(name: str, factory: Callable[..., Backend]) -> None:
     """Make ``open_backend`` open ``name`` files with ``factory(path, device, threads, expected_scale)``."""
     REGISTERED[name] = factory
 
+DEVICES = "auto, cpu, cuda, cuda:N, tensorrt"
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``tensorrt`` -> (kind, GPU index); anything else
+    is a one-line error listing the choices."""
+    kind, _, index = str(device).strip().lower().partition(":")
+    if kind in ("auto", "cpu", "tensorrt") and not index:
+        return kind, 0
+    if kind == "cuda" and (not index or index.isdigit()):
+        return kind, int(index or 0)
+    raise BackendUnavailable(f"--device {device!r}: use one of {DEVICES}")
+
+
 def ort_providers(device: str) -> list:
-    """Execution providers for ``device`` (auto | cpu | cuda | tensorrt), best first, present only."""
+    """Execution providers for ``device`` (see :func:`parse_device`), best first, present only; a
+    GPU device that this onnxruntime cannot use is a one-line error naming what to install."""
     import onnxruntime as ort
 
+    kind, index = parse_device(device)
     available = ort.get_available_providers()
-    trt_opts = {"trt_engine_cache_enable": True,
+    trt_opts = {"device_id": index, "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": os.path.join(os.path.expanduser("~"), ".cache", "medsr-edge", "trt")}
-    wanted = {"auto": [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"],
-              "tensorrt": [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"],
-              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-              "cpu": ["CPUExecutionProvider"]}[device]
+    cuda = ("CUDAExecutionProvider", {"device_id": index})
+    wanted = {"auto": [("TensorrtExecutionProvider", trt_opts), cuda, "CPUExecutionProvider"],
+              "tensorrt": [("TensorrtExecutionProvider", trt_opts), "CPUExecutionProvider"],
+              "cuda": [cuda, "CPUExecutionProvider"],
+              "cpu": ["CPUExecutionProvider"]}[kind]
     out = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available]
-    if device in ("cuda", "tensorrt") and len(out) == 1:
-        raise BackendUnavailable(f"no {device.upper()} execution provider in this onnxruntime; "
-                                 "pip install onnxruntime-gpu on an NVIDIA machine")
+    if kind == "cuda" and "CUDAExecutionProvider" not in available:
+        raise BackendUnavailable("--device cuda: this onnxruntime has no CUDA execution provider; "
+                                 "pip uninstall onnxruntime && pip install onnxruntime-gpu (NVIDIA driver and CUDA 12)")
+    if kind == "tensorrt" and "TensorrtExecutionProvider" not in available:
+        raise BackendUnavailable("--device tensorrt: this onnxruntime has no TensorRT execution provider; "
+                                 "pip install onnxruntime-gpu and TensorRT 10 (pip install tensorrt), or run a "
+                                 "TensorRT engine: --backend tensorrt with pip install 'medsr-edge[tensorrt]'")
     return out
 
 
