@@ -548,17 +548,20 @@ def bench(
 
 @app.command()
 def compare(
-    image: Path = typer.Argument(..., help="A ground-truth image (DICOM, PNG, JPEG, TIFF)."),
+    images: list[Path] = typer.Argument(..., metavar="IMAGE [OUTPUT]", help="Before/after: the file enhance read and the file it wrote (DICOM or images). One file: a ground truth, from which an LR is simulated for every model."),
     output: Path = typer.Option(..., "-o", "--output", help="Figure to write (.png)."),
-    scale: int = typer.Option(4, help="Scale of the shipped models to compare (2 or 4)."),
-    student: Optional[str] = typer.Option(None, help="Student model name (default student-xS)."),
-    teacher: Optional[str] = typer.Option(None, help="Teacher model name (default teacher-xS; '' to leave out)."),
-    gan: Optional[str] = typer.Option(None, help="GAN-trained model for a panel of its own (default student-xS-gan when shipped; '' to leave out)."),
-    roi: Optional[str] = typer.Option(None, help="Zoom region X,Y,W,H in ground-truth pixels (default: most detail)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Before/after only: also write a self-contained HTML page with a slider between input and output and one zoom/pan for both."),
+    frame: Optional[int] = typer.Option(None, min=0, help="Frame of a multi-frame file (default: the middle one)."),
+    roi: Optional[str] = typer.Option(None, help="Region X,Y,W,H (output pixels for before/after, ground-truth pixels otherwise). Default: the most detailed region inside the body."),
     window: Optional[str] = typer.Option(None, help="Display window preset: lung, soft-tissue, bone, brain (default: the DICOM's)."),
+    scale: int = typer.Option(4, help="Simulation only: scale of the shipped models to compare (2 or 4)."),
+    student: Optional[str] = typer.Option(None, help="Simulation only: student model name (default student-xS)."),
+    teacher: Optional[str] = typer.Option(None, help="Simulation only: teacher model name (default teacher-xS; '' to leave out)."),
+    gan: Optional[str] = typer.Option(None, help="Simulation only: GAN-trained model for a panel of its own (default student-xS-gan when shipped; '' to leave out)."),
     tile: int = 256,
+    device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
-    """Figure: LR, bicubic, student FP32/INT8, GAN student, teacher, ground truth, zoom insets and error maps."""
+    """Before/after of your own scan (IMAGE OUTPUT: input nearest and bicubic, output, difference), or, from one ground truth, every model against it."""
     with needs("eval", "compare"):
         import matplotlib  # noqa: F401
         import skimage  # noqa: F401
@@ -567,9 +570,8 @@ def compare(
     from ..runtime.io import read_image
     from ..runtime.models import shipped_models
 
-    student = student or f"student-x{scale}"
-    gan = (f"student-x{scale}-gan" if f"student-x{scale}-gan" in shipped_models() else "") if gan is None else gan
-    teacher = f"teacher-x{scale}" if teacher is None else teacher
+    if len(images) > 2:
+        fail("compare takes IMAGE (a ground truth) or IMAGE OUTPUT (what enhance read and wrote)")
     if window and window not in WINDOW_PRESETS:
         fail(f"--window must be one of {', '.join(WINDOW_PRESETS)}")
     box = None
@@ -579,18 +581,36 @@ def compare(
             assert len(box) == 4
         except (ValueError, AssertionError):
             fail("--roi takes X,Y,W,H in pixels, e.g. 200,180,96,96")
+    if len(images) == 2:
+        from ..eval.before_after import before_after_figure, before_after_html
+
+        try:
+            before, after = read_image(images[0]), read_image(images[1])
+            info = before_after_figure(before, after, output, frame=frame, roi=box, window=window)
+            if html:
+                before_after_html(before, after, html, frame=info["frame"], window=window)
+        except MedsrError as exc:
+            fail(str(exc))
+        x, y, w, h = info["roi"]
+        typer.echo(f"{output}: x{info['scale']}, frame {info['frame']}, region {x},{y},{w},{h}" + (f"; {html}" if html else ""))
+        return
+    if html:
+        fail("--html shows a before/after pair: give IMAGE OUTPUT")
+    student = student or f"student-x{scale}"
+    gan = (f"student-x{scale}-gan" if f"student-x{scale}-gan" in shipped_models() else "") if gan is None else gan
+    teacher = f"teacher-x{scale}" if teacher is None else teacher
     try:
-        img = read_image(image)
-        enh = {"student FP32": Enhancer(student, "onnxruntime", "fp32", tile=tile, scale=scale)}
+        img = read_image(images[0])
+        enh = {"student FP32": Enhancer(student, "onnxruntime", "fp32", tile=tile, device=device, scale=scale)}
         for label, prec in (("student INT8", "int8"),):
             try:
-                enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile, scale=scale)
+                enh[label] = Enhancer(student, "onnxruntime", prec, tile=tile, device=device, scale=scale)
             except MedsrError as exc:
                 typer.echo(f"note: {label} left out: {exc}", err=True)
         if gan:
-            enh["GAN student"] = Enhancer(gan, "onnxruntime", "fp32", tile=tile, scale=scale)
+            enh["GAN student"] = Enhancer(gan, "onnxruntime", "fp32", tile=tile, device=device, scale=scale)
         if teacher:
-            enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile, scale=scale)
+            enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile, device=device, scale=scale)
         result = comparison_figure(img, enh, scale, output, box, window)
     except MedsrError as exc:
         fail(str(exc))
