@@ -18,9 +18,27 @@ from .. import __version__
 from ..core.errors import MedsrError
 from ..core.logs import setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+_TYPER_DISPLAY = {cls: cls.display_type for cls in (typer.core.TyperArgument, typer.core.TyperOption)}
+
+
+def _plain_metavar(self, ctx) -> str:
+    """Help shows plain metavars (PATH, INT, [auto|cpu]), not Python types (<list[Path]>)."""
+    desc = self.type_descriptor
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    if desc.is_path:
+        return "PATH"
+    label = _TYPER_DISPLAY[type(self)](self, ctx).strip("<>")
+    return {"str": "TEXT", "bool": "", "list[str]": "TEXT", "list[Path]": "PATH"}.get(label, label.upper())
+
+
+# Typer >= 0.20 labels parameters with Python type names; the manual and --help use plain metavars.
+for _cls in _TYPER_DISPLAY:
+    _cls.display_type = _plain_metavar
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Super-resolution of medical images (MRI, CT, X-ray; DICOM first) for edge devices.")
-train_app = typer.Typer(no_args_is_help=True, help="Train the ESRGAN teacher or a student.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Train the ESRGAN teacher or a student.")
 app.add_typer(train_app, name="train")
 
 
@@ -87,7 +105,7 @@ class CompressChoice(str, Enum):
 
 @app.command()
 def enhance(
-    inputs: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT", help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (one input folder is mirrored into it; several inputs get a sub-folder each). Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
     model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
@@ -100,12 +118,20 @@ def enhance(
     skip_existing: bool = typer.Option(False, help="Keep an existing -o FILE instead of refusing (folder outputs are always resumed)."),
     threads: Optional[int] = typer.Option(None, min=1, max=256, help="CPU threads for ONNX Runtime (default: all)."),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
+    uid_root: Optional[str] = typer.Option(None, metavar="ROOT", help="Your site's UID root for the derived Series/SOP Instance UIDs, e.g. 1.2.826.0.1.3680043.10.1234. (default: pydicom's)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Enhance images: DICOM in -> derived DICOM out (one derived series per source series, same bit depth, HU kept, geometry updated), PNG/TIFF keep bit depth."""
     _setup_logging(verbose)
     from ..runtime.batch import Interrupted, run_batch
+    from ..runtime.dicom import check_uid_root
     from ..runtime.enhancer import Enhancer
+
+    if uid_root is not None:
+        try:
+            check_uid_root(uid_root)
+        except MedsrError as exc:
+            fail(str(exc))
 
     if model.endswith(".safetensors") or backend == BackendChoice.torch:
         try:
@@ -119,7 +145,7 @@ def enhance(
     printer = _BatchPrinter(enhancer.scale)
     try:
         summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
-                            compress.value, printer.progress, printer.report)
+                            compress.value, printer.progress, printer.report, uid_root=uid_root)
     except Interrupted:
         printer.close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "
@@ -168,8 +194,9 @@ def _print_summary(summary, model: str) -> None:
 
 
 @app.command()
-def info() -> None:
+def info(torch_check: bool = typer.Option(False, "--torch", help="Also import PyTorch and report its CUDA devices (slow: several seconds).")) -> None:
     """Version, shipped models, available backends and devices."""
+    import importlib.metadata
     import importlib.util
     import platform
 
@@ -198,10 +225,13 @@ def info() -> None:
     trt = importlib.util.find_spec("tensorrt") is not None
     typer.echo("  tensorrt: " + ("installed" if trt else "not installed (pip install 'medsr-edge[tensorrt]' on NVIDIA)"))
     if importlib.util.find_spec("torch") is not None:
-        import torch
+        if torch_check:
+            import torch
 
-        cuda = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU only"
-        typer.echo(f"  torch {torch.__version__}: {cuda}")
+            cuda = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU only"
+            typer.echo(f"  torch {torch.__version__}: {cuda}")
+        else:
+            typer.echo(f"  torch {importlib.metadata.version('torch')}: installed (medsr-edge info --torch checks its CUDA)")
     else:
         typer.echo("  torch: not installed (training/export need pip install 'medsr-edge[train]')")
     from ..core.sysinfo import cpu_flags, cpu_name

@@ -49,7 +49,8 @@ def _sigterm(signum, frame) -> None:
 def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None = None, to: str | None = None,
               overwrite: bool = False, skip_existing: bool = False, compress: str | None = None,
               progress: Callable[[list], object] | None = None,
-              report: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> BatchSummary:
+              report: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+              uid_root: str | None = None) -> BatchSummary:
     """Enhance files and folders (searched recursively; DICOM found by content).
 
     Raises PlanError (nothing has run) when no input is found, ``to`` is not an output type, or two
@@ -84,7 +85,7 @@ def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None 
                 if existing_output_action(job, overwrite, skip_existing) == "skip":
                     summary.skipped.append(job.dst)
                     continue
-                dst = enhance_file(enhancer, job, overwrite, compress)
+                dst = enhance_file(enhancer, job, overwrite, compress, uid_root)
                 summary.enhanced.append((job.src, dst))
                 report(f"{job.src} -> {dst}")
             except NotAnImage as exc:  # a report, plan or presentation state in a study: listed, not a failure

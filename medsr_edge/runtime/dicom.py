@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import re
 import tempfile
 from pathlib import Path
 
@@ -266,8 +267,6 @@ SCALED_SPACING = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpac
 
 def lo_safe(text: str) -> str:
     """Text fit for an LO/SH value: no backslash (the VM separator) and no control characters."""
-    import re
-
     return re.sub(r"[\\\x00-\x1f\x7f]", "_", text)
 
 
@@ -346,15 +345,25 @@ def shift_origin(ds, scale: int) -> None:
             _set_position(pos, ipp + _origin_shift(iop, spacing, scale))
 
 
+def check_uid_root(root: str) -> str:
+    """A site's UID root for derived UIDs: digits and dots, no leading zeros in a component, ending
+    with a dot, at most 40 characters (room for the 24+ digits of the hash part)."""
+    if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.", root or "") or len(root) > 40:
+        raise MedsrError(f"--uid-root {root!r}: a UID root is digits and dots ending with a dot, no leading zeros, "
+                         "at most 40 characters (e.g. 1.2.826.0.1.3680043.10.1234.)")
+    return root
+
+
 def derived_dataset(image: Image, frames, scale: int, description: str, identity: str | None = None,
-                    series_label: str = "medsr-edge", spool_dir: str | Path | None = None):
+                    series_label: str = "medsr-edge", spool_dir: str | Path | None = None, uid_root: str | None = None):
     """A new pydicom Dataset for the enhanced ``frames``: float (F, H*s, W*s) in modality units,
     or an iterable of (H*s, W*s) frames, consumed one at a time. Its PixelData is a temporary
     file in ``spool_dir`` (pydicom streams it when saving); close ``ds.PixelData`` when done.
 
     ``identity`` (default ``description``) names the model, its version and how it ran; the new
     Series/SOP Instance UIDs are derived from it and the source UIDs. ``series_label`` goes into
-    the SeriesDescription ("... [SR x4 student-x4]")."""
+    the SeriesDescription ("... [SR x4 student-x4]"). ``uid_root``: the site's UID root for the
+    derived UIDs (default pydicom's)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -388,8 +397,9 @@ def derived_dataset(image: Image, frames, scale: int, description: str, identity
     # model give the same instance UID, so a re-run replaces rather than duplicates.
     src_series = str(src.get("SeriesInstanceUID", "") or "")
     src_sop = str(src.get("SOPInstanceUID", "") or "")
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["medsr-edge series", src_series or str(image.source.parent), identity])
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=["medsr-edge instance", src_series, src_sop or str(image.source), identity])
+    prefix = uid_root or pydicom.uid.PYDICOM_ROOT_UID
+    ds.SeriesInstanceUID = generate_uid(prefix, entropy_srcs=["medsr-edge series", src_series or str(image.source.parent), identity])
+    ds.SOPInstanceUID = generate_uid(prefix, entropy_srcs=["medsr-edge instance", src_series, src_sop or str(image.source), identity])
     if ds.get("SeriesNumber") is not None:
         ds.SeriesNumber = (int(ds.SeriesNumber) + 1000) % 2 ** 31
     label = f"SR x{scale} {lo_safe(series_label)}".strip()
@@ -533,7 +543,7 @@ def _compress(ds, path: Path, compress: str) -> None:
 
 def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str,
                         identity: str | None = None, series_label: str = "medsr-edge",
-                        compress: str | None = None, replace: bool = True) -> None:
+                        compress: str | None = None, replace: bool = True, uid_root: str | None = None) -> None:
     """Write the derived DICOM atomically (never onto the input). ``compress``: None
     (uncompressed), "rle", "jpeg-ls" or "jpeg2000", all lossless and verified by decoding.
     ``replace=False``: an existing ``path`` is never replaced (see :func:`atomic_write`).
@@ -551,7 +561,8 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = derived_dataset(image, frames, scale, description, identity, series_label, spool_dir=path.parent)
+            ds = derived_dataset(image, frames, scale, description, identity, series_label, spool_dir=path.parent,
+                                 uid_root=uid_root)
             if compress:
                 _compress(ds, path, compress)
     except MedsrError:  # a model error met while the frames are made, or our own write error

@@ -203,7 +203,8 @@ def existing_output_action(job: Job, overwrite: bool, skip_existing: bool) -> st
     raise ImageWriteError(job.dst, "exists but is not a complete image; delete it or pass --overwrite")
 
 
-def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress: str | None = None) -> Path:
+def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress: str | None = None,
+                 uid_root: str | None = None) -> Path:
     """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then."""
     src, dst = job.src, job.dst
     if _absolute(dst) == _absolute(src):
@@ -225,7 +226,7 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
         write_derived_dicom(dst, image, frames, enhancer.scale,
                             f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}",
                             identity=enhancer.identity, series_label=enhancer.model_name,
-                            compress=output_compression(image, compress),
+                            compress=output_compression(image, compress), uid_root=uid_root,
                             replace=replace)
     else:
         if compress not in (None, "auto", "none"):
