@@ -133,11 +133,6 @@ def enhance(
         except MedsrError as exc:
             fail(str(exc))
 
-    if model.endswith(".safetensors") or backend == BackendChoice.torch:
-        try:
-            from ..export import torch_backend  # noqa: F401 - registers the PyTorch backend
-        except ImportError:
-            fail("a PyTorch checkpoint needs pip install 'medsr-edge[train]'; or export it to ONNX first")
     try:
         enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, device=device, threads=threads)
     except MedsrError as exc:

@@ -309,11 +309,6 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
     interpolation rows after bicubic, from :data:`BASELINES` (``lanczos``, ``zero-filled``)."""
     from ..runtime.enhancer import Enhancer
 
-    if "torch" in backends:
-        try:
-            from ..export import torch_backend  # noqa: F401 - registers the torch backend
-        except ImportError:
-            pass  # the torch rows are then skipped with the runtime's reason
     rows: list[Row] = []
     scorers = {k: v for k, v in (("fid", fid), ("fd_vgg16", fd_vgg16), ("frd", frd)) if v is not None}
     for scorer in scorers.values():

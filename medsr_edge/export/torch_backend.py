@@ -14,7 +14,6 @@ import torch
 from ..models import count_params, gflops_per_output_mpx
 from ..models.checkpoint import load_model
 from ..runtime.backend_base import Backend
-from ..runtime.backends import register_backend
 
 
 class TorchBackend(Backend):
@@ -43,5 +42,3 @@ class TorchBackend(Backend):
         with self.torch.inference_mode():
             return self.model(self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)).float().cpu().numpy()
 
-
-register_backend("torch", TorchBackend)

@@ -14,14 +14,34 @@ from ..core.errors import BackendUnavailable, ModelError, first_line
 from ..core.formats import format_of_file
 from .backend_base import META_PREFIX, Backend, parse_meta_value
 
-# Backends that live in higher layers register here (the PyTorch one: medsr_edge.export.torch_backend),
-# so the runtime itself never imports torch.
+# Backends that live outside the runtime (the PyTorch one: medsr_edge.export.torch_backend) are plugins:
+# declared as entry points of the group below in pyproject.toml and loaded when a file needs them, so
+# the runtime never imports torch, and `Enhancer("x.safetensors")` works wherever torch is installed.
+ENTRY_POINT_GROUP = "medsr_edge.backends"
 REGISTERED: dict[str, Callable[..., Backend]] = {}
 
 
 def register_backend(name: str, factory: Callable[..., Backend]) -> None:
     """Make ``open_backend`` open ``name`` files with ``factory(path, device, threads, expected_scale)``."""
     REGISTERED[name] = factory
+
+
+def plugin_backend(name: str) -> Callable[..., Backend] | None:
+    """The factory of backend ``name``: registered, or loaded from its entry point (None when there
+    is none). A plugin whose packages are missing raises BackendUnavailable naming the extra."""
+    if name in REGISTERED:
+        return REGISTERED[name]
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            try:
+                REGISTERED[name] = ep.load()
+            except ImportError as exc:
+                raise BackendUnavailable(f"the {name} backend needs {exc.name or 'a missing package'}: "
+                                         f"pip install 'medsr-edge[train]'") from None
+            return REGISTERED[name]
+    return None
 
 DEVICES = "auto, cpu, cuda, cuda:N, tensorrt"
 
@@ -124,8 +144,9 @@ def open_backend(path: str | Path, backend: str = "auto", device: str = "auto", 
         raise ModelError(f"{path}: a {fmt.name} file runs on {fmt.backend}, not {chosen}")
     if chosen == "onnxruntime":
         return OnnxRuntimeBackend(path, device, threads, expected_scale)
-    if chosen in REGISTERED:
-        return REGISTERED[chosen](path, device, threads, expected_scale)
+    factory = plugin_backend(chosen) if chosen != "tensorrt" else None
+    if factory is not None:
+        return factory(path, device, threads, expected_scale)
     if chosen == "torch":
         raise BackendUnavailable(f"{path}: a PyTorch checkpoint runs through medsr_edge.export.torch_backend "
                                  "(pip install 'medsr-edge[train]'); or export it: medsr-edge export --format onnx")
