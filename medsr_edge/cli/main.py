@@ -107,7 +107,8 @@ class CompressChoice(str, Enum):
 def enhance(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT", help="Image files or folders (searched recursively; DICOM found by content, any name): DICOM, PNG, JPEG, TIFF."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (one input folder is mirrored into it; several inputs get a sub-folder each). Default: NAME-sr-x4.EXT next to each file, FOLDER-sr-x4/ for folders."),
-    model: str = typer.Option("student-x4", "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (see `medsr-edge info`) or a .onnx/.engine/.safetensors path. Default: per image, the model of its acquisition family (student-x4-mr for MR ...) when shipped, else student-x4."),
+    modality: Optional[str] = typer.Option(None, metavar="MR|CT|XR", help="Acquisition family of PNG/JPEG/TIFF inputs, for the model choice (DICOM says its own Modality)."),
     backend: BackendChoice = typer.Option(BackendChoice.auto, help="Inference backend."),
     precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, help="Precision of the shipped model to use."),
     tile: Optional[int] = typer.Option(None, min=0, help="Tile side in input pixels (0: whole image at once). Default: whole image up to 512x512, 256-pixel tiles above."),
@@ -125,7 +126,7 @@ def enhance(
     _setup_logging(verbose)
     from ..runtime.batch import Interrupted, run_batch
     from ..runtime.dicom import check_uid_root
-    from ..runtime.enhancer import Enhancer
+    from ..runtime.enhancer import Enhancer, ModelChooser
 
     if uid_root is not None:
         try:
@@ -133,11 +134,19 @@ def enhance(
         except MedsrError as exc:
             fail(str(exc))
 
+    printer = _BatchPrinter()
+    options = dict(backend=backend.value, precision=precision.value, tile=tile, overlap=overlap, device=device,
+                   threads=threads)
     try:
-        enhancer = Enhancer(model, backend.value, precision.value, tile=tile, overlap=overlap, device=device, threads=threads)
+        if model is None:
+            enhancer = ModelChooser(modality=modality, report=printer.report, **options)
+        else:
+            if modality is not None:
+                fail("--modality picks a model; it cannot be used with --model")
+            enhancer = Enhancer(model, **options)
     except MedsrError as exc:
         fail(str(exc))
-    printer = _BatchPrinter(enhancer.scale)
+    printer.scale = enhancer.scale
     try:
         summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
                             compress.value, printer.progress, printer.report, uid_root=uid_root)
@@ -154,7 +163,7 @@ def enhance(
 class _BatchPrinter:
     """A progress bar over the batch (from two files on), with each line printed above it."""
 
-    def __init__(self, scale: int) -> None:
+    def __init__(self, scale: int = 4) -> None:
         self.scale, self.bar = scale, None
 
     def progress(self, jobs):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core.errors import ImageWriteError, MedsrError, NotAnImage, first_line
 from ..core.files import sweep_stale_temporaries
-from .enhancer import Enhancer
+from .enhancer import Enhancer, ModelChooser
 from .io import find_image_files
 from .pipeline import OUTPUT_SUFFIXES, PlanError, enhance_file, exclude_outputs, existing_output_action, plan_jobs
 
@@ -46,7 +46,7 @@ def _sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_batch(enhancer: Enhancer, inputs: list[str | Path], output: Path | None = None, to: str | None = None,
+def run_batch(enhancer: Enhancer | ModelChooser, inputs: list[str | Path], output: Path | None = None, to: str | None = None,
               overwrite: bool = False, skip_existing: bool = False, compress: str | None = None,
               progress: Callable[[list], object] | None = None,
               report: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),

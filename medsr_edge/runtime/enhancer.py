@@ -174,3 +174,47 @@ class Enhancer:
         """Enhance every frame of an Image; returns (frames (F, sH, sW) float32 in modality units, the normaliser)."""
         norm = Normalizer.of(image)
         return np.stack(list(self.iter_enhance_image(image))), norm
+
+
+class ModelChooser:
+    """The model for each image when the user named none: the family model of its acquisition
+    (``student-x4-mr`` for an MR DICOM, from its Modality; ``modality`` for PNG/JPEG/TIFF) when it
+    is shipped, else the default. Each model is loaded once; ``report`` hears once per DICOM series
+    (once per model for other files) which model was chosen and why."""
+
+    def __init__(self, default: str = DEFAULT_MODEL, modality: str | None = None, report=print, **options) -> None:
+        from .models import family_of
+
+        if modality is not None and family_of(modality) is None:
+            raise ModelError(f"--modality {modality!r}: use MR, CT or XR")
+        self.default, self.modality, self.report, self.options = default, modality, report, options
+        self.loaded: dict[str, Enhancer] = {}
+        self.told: set[str] = set()
+        self.scale = self.enhancer(default).scale
+
+    def enhancer(self, name: str) -> Enhancer:
+        if name not in self.loaded:
+            self.loaded[name] = Enhancer(name, **self.options)
+        return self.loaded[name]
+
+    def describe(self) -> str:
+        return "; ".join(e.describe() for e in self.loaded.values())
+
+    def __call__(self, image: Image) -> Enhancer:
+        from .models import family_model, family_of
+
+        ds = image.dataset
+        dicom_modality = str(ds.get("Modality", "") or "") if ds is not None else ""
+        stated = dicom_modality or self.modality or ""
+        family = family_of(stated)
+        name = family_model(self.default, family) or self.default
+        key = (str(ds.get("SeriesInstanceUID", "")) if ds is not None else "") or name
+        if key not in self.told:
+            self.told.add(key)
+            where = f"series {key}" if ds is not None else Path(image.source).name
+            if ds is not None and family is None:
+                self.report(f"note: {where}: Modality {dicom_modality or 'missing'} has no acquisition family; "
+                            f"using the default {name}")
+            else:
+                self.report(f"note: {where}: {stated or 'no modality'} -> {name}")
+        return self.enhancer(name)

@@ -31,6 +31,30 @@ def shipped_models() -> dict[str, list[Path]]:
     return out
 
 
+# Acquisition families (how each modality is acquired; see core.degradation) and the DICOM
+# Modality values of each. A family model is named after the default: student-x4-mr, -ct, -xr.
+FAMILY_MODALITIES = {"mr": ("MR",), "ct": ("CT",), "xr": ("CR", "DX", "DR", "MG", "RF", "XA", "PX", "IO")}
+FAMILIES = tuple(FAMILY_MODALITIES)
+
+
+def family_of(modality: str) -> str | None:
+    """The acquisition family of a DICOM Modality value (MR, CT, CR ...) or of a family name
+    (mr, ct, xr); None when it has none."""
+    m = (modality or "").strip()
+    if m.lower() in FAMILY_MODALITIES:
+        return m.lower()
+    return next((f for f, values in FAMILY_MODALITIES.items() if m.upper() in values), None)
+
+
+def family_model(default: str, family: str | None) -> str | None:
+    """The shipped family model of ``default`` for ``family`` (``student-x4`` + ``mr`` ->
+    ``student-x4-mr``), or None when it is not shipped."""
+    if family is None:
+        return None
+    name = f"{default}-{family}"
+    return name if name in shipped_models() else None
+
+
 def model_card(name: str) -> dict:
     """The JSON model card of a shipped model ({} when there is none)."""
     path = weights_dir() / f"{name}.json"

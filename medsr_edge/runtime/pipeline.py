@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ImageReadError, ImageWriteError, MedsrError
 from .dicom import output_compression, write_derived_dicom
 from .enhancer import Enhancer
+from .image import Image
 from .io import read_image, write_raster
 
 OUTPUT_SUFFIXES = {".dcm", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}
@@ -203,8 +205,8 @@ def existing_output_action(job: Job, overwrite: bool, skip_existing: bool) -> st
     raise ImageWriteError(job.dst, "exists but is not a complete image; delete it or pass --overwrite")
 
 
-def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress: str | None = None,
-                 uid_root: str | None = None) -> Path:
+def enhance_file(enhancer: Enhancer | Callable[[Image], Enhancer], job: Job, overwrite: bool = False,
+                 compress: str | None = None, uid_root: str | None = None) -> Path:
     """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then."""
     src, dst = job.src, job.dst
     if _absolute(dst) == _absolute(src):
@@ -212,6 +214,8 @@ def enhance_file(enhancer: Enhancer, job: Job, overwrite: bool = False, compress
     if dst.exists() and not overwrite:
         raise ImageWriteError(dst, "output exists; pass --overwrite to replace it")
     image = read_image(src)
+    if not isinstance(enhancer, Enhancer):  # a chooser (ModelChooser): the model for this image
+        enhancer = enhancer(image)
     if min(image.shape) < MIN_INPUT_SIDE:
         raise ImageReadError(src, f"{image.shape[0]}x{image.shape[1]} pixels is too small to super-resolve "
                                   f"(at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE})")
