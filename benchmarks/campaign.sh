@@ -43,15 +43,20 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 RUNS=${RUNS:-"student-x4 student 4 30000
 student-fast-x4 student-fast 4 30000 campaign/student-x4"}
 
+# Each background run writes campaign/NAME.pid; `stop` and "already running" read those files only,
+# so runs of another checkout on the same machine are never touched.
+running() { [ -f "campaign/$1.pid" ] && kill -0 "$(cat "campaign/$1.pid")" 2>/dev/null; }
+
 start() {
   while read -r name config scale iters body; do
     [ -z "$name" ] && continue
-    if pgrep -f -- "--out campaign/$name( |$)" >/dev/null; then echo "$name: already running"; continue; fi
+    if running "$name"; then echo "$name: already running"; continue; fi
     patch=$((40 * scale))
     BODY=(); [ -n "$body" ] && BODY=(--body-from "$body")
     nohup nice -n 5 medsr-edge train student --config "$config" "${BODY[@]}" --data "$DATA" --out "campaign/$name" \
       --scale "$scale" --iters "$iters" --batch 12 --patch "$patch" --lr 5e-4 --val-every 500 \
       --threads "$THREADS_PER_RUN" >> "campaign/$name.out" 2>&1 &
+    echo $! > "campaign/$name.pid"
     echo "$name: started (pid $!), log campaign/$name/log.csv"
   done <<< "$RUNS"
 }
@@ -60,11 +65,12 @@ start() {
 # (the Caffe-scaled VGG16 loss has ~58x the L1 gradient at equal weight), discriminator at 4x the
 # generator's rate (at equal rates it stayed at chance). No schedule: ITERS is only a cap.
 start_gan() {
-  if pgrep -f -- "--out campaign/student-x4-gan( |$)" >/dev/null; then echo "student-x4-gan: already running"; return; fi
+  if running student-x4-gan; then echo "student-x4-gan: already running"; return; fi
   nohup nice -n 8 medsr-edge train teacher --stage gan --init campaign/student-x4-gan-init.safetensors \
     --disc discriminator-small --perceptual vgg16-conv5_3 --data "$DATA" --out campaign/student-x4-gan --iters 20000 \
     --batch 8 --patch 64 --lr 1e-4 --disc-lr 4e-4 --pixel-weight 1 --perceptual-weight 0.02 --gan-weight 0.1 \
     --val-every 250 --threads "$THREADS_PER_RUN" >> campaign/student-x4-gan.out 2>&1 &
+  echo $! > campaign/student-x4-gan.pid
   echo "student-x4-gan: started (pid $!), log campaign/student-x4-gan/log.csv"
 }
 
@@ -86,11 +92,12 @@ qat() {
   local run=$1 iters=$2 config scale
   config=$(python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$run')[0]['name'])")
   scale=$(run_scale "$run")
-  if pgrep -f -- "--out campaign/$run-qat( |$)" >/dev/null; then echo "$run-qat: already running"; return; fi
+  if running "$run-qat"; then echo "$run-qat: already running"; return; fi
   nohup nice -n 5 medsr-edge train student --config "$config" --init "campaign/$run" --int8-aware "${FLOAT_CONVS:-3}" \
     --edge-patches "${EDGE_PATCHES:-0.25}" --loss l2 \
     --data "$DATA" --out "campaign/$run-qat" --scale "$scale" --iters "$iters" --batch 12 --patch $((40 * scale)) \
     --lr 5e-5 --val-every 500 --threads "$THREADS_PER_RUN" >> "campaign/$run-qat.out" 2>&1 &
+  echo $! > "campaign/$run-qat.pid"
   echo "$run-qat: started (pid $!), log campaign/$run-qat/log.csv"
 }
 
@@ -108,7 +115,14 @@ status() {
   done
 }
 
-stop() { pkill -TERM -f "medsr-edge train .*--out campaign/" || true; }  # each run checkpoints, exits 130
+stop() {  # each run checkpoints and exits 130; only this checkout's runs, by their pid files
+  for f in campaign/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" && echo "$(basename "$f" .pid): stopped (pid $pid)"; fi
+    rm -f "$f"
+  done
+}
 
 ship() {  # ship RUN NAME: every artifact of NAME from campaign/RUN (FP32 ONNX, torch, FP16, INT8),
           # all or none: they are made in a staging folder and replace weights/NAME.* only when every
