@@ -677,3 +677,25 @@ def test_a_lossy_source_is_never_made_lossy_twice(tmp_path, tiny_onnx):
     assert pydicom.dcmread(src).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.91"
     assert _enhance(src, "-o", tmp_path / "o.dcm", "--model", tiny_onnx).exit_code == 0
     assert pydicom.dcmread(tmp_path / "o.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # lossless only
+
+
+def test_an_unreadable_file_named_on_the_command_line_is_a_per_file_error(tmp_path, ct_small, tiny_onnx, monkeypatch):
+    """As root every file is readable, so the permission error is injected where medsr-edge first
+    opens an input (what a mode-000 file gives another user): one error line, the batch goes on."""
+    import builtins
+
+    import medsr_edge.runtime.io as io_mod
+
+    locked = tmp_path / "locked.dcm"
+    locked.write_bytes(ct_small.read_bytes())
+
+    def guarded_open(path, *args, **kwargs):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_mod, "open", guarded_open, raising=False)
+    res = _enhance(locked, ct_small, "-o", tmp_path / "out", "--model", tiny_onnx)
+    assert res.exit_code == 1
+    assert f"error: {locked}: permission denied; make the file readable" in res.output
+    assert "Usage:" not in res.output and (tmp_path / "out" / "CT_small.dcm").is_file()
