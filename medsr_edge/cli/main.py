@@ -651,5 +651,73 @@ def compare(
     typer.echo(f"{output}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in result["panels"].items()))
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    store: Optional[Path] = typer.Option(None, help="Folder for received and derived instances and the queue (queue.sqlite)."),
+    aet: str = typer.Option("MEDSR", help="This node's AE title."),
+    port: int = typer.Option(11112, min=1, max=65535),
+    host: str = typer.Option("0.0.0.0", help="Address to listen on."),
+    allow_aet: Optional[list[str]] = typer.Option(None, "--allow-aet", metavar="AET", help="Calling AE title accepted (repeatable); others are rejected at association. Default: any."),
+    allow_ip: Optional[list[str]] = typer.Option(None, "--allow-ip", metavar="ADDRESS", help="Peer address accepted (repeatable). Default: any."),
+    forward: Optional[list[str]] = typer.Option(None, "--forward", metavar="AET@HOST:PORT", help="Where derived series go by C-STORE (repeatable)."),
+    disk_budget: float = typer.Option(50.0, metavar="GB", help="New C-STOREs get 0xA700 (out of resources) once the store holds this much."),
+    series_idle: float = typer.Option(10.0, metavar="SECONDS", help="A series is complete after this long without a new instance."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for every series (default: per Modality, as enhance)."),
+    non_images: str = typer.Option("forward", metavar="forward|drop", help="Reports, plans and other non-images in a study: forward them untouched or drop them."),
+    compress: CompressChoice = typer.Option(CompressChoice.auto, help="Derived DICOM compression (as enhance)."),
+    device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, min=1, max=256),
+    config: Optional[Path] = typer.Option(None, help="TOML file with the same keys (store, aet, port, forward = [...], ...); flags win."),
+    status: bool = typer.Option(False, "--status", help="Print the queue counts of --store and the last errors, then exit."),
+    verbose: bool = typer.Option(True, "--verbose/--quiet", "-v/-q"),
+) -> None:
+    """Run a DICOM node: receive studies (C-STORE), enhance each complete series, forward the derived series."""
+    import json as _json
+    import signal
+
+    values = dict(ctx.params)
+    if config is not None:
+        import tomllib
+
+        try:
+            file_values = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            fail(f"{config}: not a readable TOML file ({exc})")
+        unknown = sorted(set(file_values) - set(values))
+        if unknown:
+            fail(f"{config}: unknown keys {', '.join(unknown)}; the keys are the option names ({', '.join(sorted(values))})")
+        for key, value in file_values.items():
+            source = ctx.get_parameter_source(key)
+            if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+                values[key] = value
+    if values["store"] is None:
+        fail("serve needs --store DIR (or store in --config)")
+    _setup_logging(values["verbose"])
+    from ..runtime.node import Destination, Node, NodeConfig, Queue
+
+    store_dir = Path(values["store"])
+    if values["status"]:
+        if not (store_dir / "queue.sqlite").is_file():
+            fail(f"{store_dir}: no queue here (queue.sqlite); give the node's --store")
+        typer.echo(_json.dumps(Queue(store_dir / "queue.sqlite").counts(), indent=1))
+        return
+    try:
+        options = {k: v for k, v in (("model", values["model"]), ("device", values["device"]), ("threads", values["threads"])) if v is not None}
+        comp = values["compress"]
+        cfg = NodeConfig(store=store_dir, aet=values["aet"], host=values["host"], port=int(values["port"]),
+                         allow_aets=tuple(values["allow_aet"] or ()), allow_ips=tuple(values["allow_ip"] or ()),
+                         forward=tuple(Destination.parse(d) for d in values["forward"] or ()),
+                         disk_budget_gb=float(values["disk_budget"]), series_idle_s=float(values["series_idle"]),
+                         non_images=values["non_images"], compress=getattr(comp, "value", comp), enhancer_options=options)
+        node = Node(cfg)
+        node.chooser()  # load the model now: a wrong model is an error before anything is accepted
+    except MedsrError as exc:
+        fail(str(exc))
+    signal.signal(signal.SIGTERM, lambda *_: node.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: node.stop.set())
+    node.run()
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

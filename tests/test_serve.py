@@ -1,0 +1,213 @@
+"""`medsr-edge serve` against real components started here: Orthanc as the destination PACS (checked
+through its REST API) and dcmtk's storescu/echoscu as the modality. Skipped with the reason where
+they are not installed (apt-get install orthanc dcmtk; pip install pynetdicom)."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+pytest.importorskip("pynetdicom", reason="pip install 'medsr-edge[serve]'")
+ORTHANC = shutil.which("Orthanc")
+STORESCU, ECHOSCU = shutil.which("storescu"), shutil.which("echoscu")
+pytestmark = pytest.mark.skipif(not (ORTHANC and STORESCU and ECHOSCU),
+                                reason="needs Orthanc and dcmtk: apt-get install orthanc dcmtk")
+CLI = [sys.executable, "-m", "medsr_edge.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class OrthancServer:
+    def __init__(self, folder: Path) -> None:
+        self.dicom_port, self.http_port = free_port(), free_port()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "orthanc.json").write_text(json.dumps({
+            "Name": "test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+            "DicomAet": "ORTHANC", "DicomPort": self.dicom_port, "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+            "Plugins": [], "HttpServerEnabled": True, "DicomServerEnabled": True}))
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([ORTHANC, str(self.folder / "orthanc.json")], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait(lambda: self._ok("/system"), 60, "Orthanc to start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def _ok(self, path):
+        try:
+            return self.get(path)
+        except OSError:
+            return None
+
+    def get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    server = OrthancServer(tmp_path / "orthanc")
+    server.start()
+    yield server
+    server.stop()
+
+
+class NodeProc:
+    def __init__(self, tmp_path: Path, model: Path, dest, *extra: str) -> None:
+        self.port = free_port()
+        self.store = tmp_path / "store"
+        self.args = [*CLI, "serve", "--store", str(self.store), "--aet", "MEDSR", "--port", str(self.port),
+                     "--host", "127.0.0.1", "--allow-aet", "MODALITY", "--forward", f"ORTHANC@127.0.0.1:{dest.dicom_port}",
+                     "--series-idle", "2", "--model", str(model), "--threads", "1", *extra]
+        self.log = tmp_path / "node.log"
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        wait(lambda: subprocess.run([ECHOSCU, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(self.port)],
+                                    capture_output=True).returncode == 0, 60, "the node to answer C-ECHO")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+    def status(self) -> dict:
+        out = subprocess.run([*CLI, "serve", "--store", str(self.store), "--status"], capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+
+def study(folder: Path, n_ct: int = 3, n_mr: int = 2) -> list[Path]:
+    """A two-series study: CT and MR test images of pydicom, one study UID, fresh instance UIDs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid, files = generate_uid(), []
+    for name, n in (("CT_small.dcm", n_ct), ("MR_small.dcm", n_mr)):
+        series = generate_uid()
+        for i in range(n):
+            ds = pydicom.dcmread(get_testdata_file(name))
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study_uid, series, generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.InstanceNumber = i + 1
+            files.append(folder / f"{name[:2]}{i}.dcm")
+            ds.save_as(files[-1])
+    return files
+
+
+def send(files, port, aet="MODALITY"):
+    return subprocess.run([STORESCU, "-v", "-aet", aet, "-aec", "MEDSR", "127.0.0.1", str(port), *map(str, files)],
+                          capture_output=True, text=True)
+
+
+def derived_series(orthanc):
+    """{Orthanc series id: SeriesDescription}."""
+    return {sid: orthanc.get(f"/series/{sid}")["MainDicomTags"].get("SeriesDescription", "") for sid in orthanc.get("/series")}
+
+
+def test_a_study_arrives_enhanced_and_an_unknown_ae_is_rejected(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc)
+    node.start()
+    try:
+        assert send(study(tmp_path / "in"), node.port).returncode == 0
+        wait(lambda: len(orthanc.get("/instances")) == 5, 120, "5 derived instances in Orthanc")
+        series = derived_series(orthanc)
+        assert len(series) == 2 and all("[SR x4" in d for d in series.values())
+        one = orthanc.get(f"/instances/{orthanc.get('/instances')[0]}/simplified-tags")
+        assert int(one["Rows"]) in (512, 256)  # CT 128 and MR 64, x4
+        bad = send(study(tmp_path / "evil", 1, 0), node.port, aet="EVIL")
+        assert bad.returncode != 0 and "Association Rejected" in bad.stdout + bad.stderr
+        assert node.status()["deliveries"] == {"done": 5}
+    finally:
+        node.kill(signal.SIGTERM)
+
+
+def test_kill_9_mid_series_then_restart_delivers_every_instance_once(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc)
+    node.start()
+    files = study(tmp_path / "in", 4, 0)
+    assert send(files[:2], node.port).returncode == 0
+    node.kill()  # kill -9 before the series is complete
+    node.start()
+    try:
+        assert send(files[2:], node.port).returncode == 0
+        wait(lambda: len(orthanc.get("/instances")) == 4, 120, "4 derived instances")
+        time.sleep(3)
+        assert len(orthanc.get("/instances")) == 4  # each SOP Instance UID once
+        assert node.status()["deliveries"] == {"done": 4}
+    finally:
+        node.kill(signal.SIGTERM)
+
+
+def test_destination_down_then_up_is_retried_and_delivered(tmp_path, tiny_onnx):
+    dest = OrthancServer(tmp_path / "orthanc")  # not started yet
+    node = NodeProc(tmp_path, tiny_onnx, dest)
+    node.start()
+    try:
+        assert send(study(tmp_path / "in", 2, 0), node.port).returncode == 0
+        wait(lambda: node.status()["deliveries"].get("pending"), 60, "deliveries to wait for the PACS")
+        time.sleep(8)  # the PACS stays down; the node retries with backoff
+        dest.start()
+        wait(lambda: len(dest.get("/instances")) == 2, 120, "delivery once the PACS is up")
+    finally:
+        node.kill(signal.SIGTERM)
+        dest.stop()
+
+
+def test_a_corrupt_instance_is_stored_reported_and_the_rest_delivered(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc)
+    node.start()
+    try:
+        files = study(tmp_path / "in", 3, 0)
+        ds = pydicom.dcmread(files[1])
+        ds.RescaleSlope = "0"  # parses, but no image can be made of it
+        ds.save_as(files[1])
+        assert send(files, node.port).returncode == 0
+        wait(lambda: len(orthanc.get("/instances")) == 2, 120, "the 2 good instances")
+        st = wait(lambda: node.status() if node.status()["instances"].get("failed") else None, 30, "the failure")
+        assert st["instances"] == {"enhanced": 2, "failed": 1} and "RescaleSlope" in " ".join(st["last_errors"])
+        assert len(list((node.store / "incoming").rglob("*.dcm"))) == 3  # the corrupt one is kept
+    finally:
+        node.kill(signal.SIGTERM)
+
+
+def test_disk_budget_reached_gives_out_of_resources_and_the_node_goes_on(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc, "--disk-budget", "0.00001")  # 10 kB
+    node.start()
+    try:
+        res = send(study(tmp_path / "in", 3, 0), node.port)
+        said = (res.stdout + res.stderr).lower()
+        assert "a700" in said or "out of resources" in said, said[-1500:]
+        assert not list((node.store / "incoming").rglob("*.dcm"))
+        echo = subprocess.run([ECHOSCU, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port)])
+        assert echo.returncode == 0 and node.proc.poll() is None
+    finally:
+        node.kill(signal.SIGTERM)
