@@ -211,3 +211,43 @@ def test_disk_budget_reached_gives_out_of_resources_and_the_node_goes_on(tmp_pat
         assert echo.returncode == 0 and node.proc.poll() is None
     finally:
         node.kill(signal.SIGTERM)
+
+
+def test_bad_peers_get_an_answer_and_the_node_goes_on(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc)
+    node.start()
+    try:
+        for payload in (b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 4,
+                        b"\x01\x00\xff\xff\xff\xff" + b"\x00" * 64):  # an A-ASSOCIATE-RQ claiming 4 GiB
+            with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+                s.sendall(payload)
+                s.settimeout(10)
+                try:
+                    s.recv(1024)
+                except (TimeoutError, OSError):
+                    pass
+        private = tmp_path / "private.dcm"
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4.5.6.7"  # a storage class nobody knows
+        ds.save_as(private)
+        res = send([private], node.port)
+        assert res.returncode != 0 or "no presentation context" in (res.stdout + res.stderr).lower()
+        assert node.proc.poll() is None
+        assert subprocess.run([ECHOSCU, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port)]).returncode == 0
+        assert not list((node.store / "incoming").rglob("*.dcm")) if (node.store / "incoming").exists() else True
+    finally:
+        node.kill(signal.SIGTERM)
+
+
+def test_an_address_outside_the_allow_list_is_refused(tmp_path, orthanc, tiny_onnx):
+    node = NodeProc(tmp_path, tiny_onnx, orthanc, "--allow-ip", "10.9.9.9")
+    node.proc = subprocess.Popen(node.args, stdout=open(node.log, "ab"), stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1)
+        wait(lambda: "listening" in node.log.read_text(), 60, "the node to listen")
+        echo = subprocess.run([ECHOSCU, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port)],
+                              capture_output=True, text=True)
+        assert echo.returncode != 0
+        assert "address not allowed" in node.log.read_text()
+    finally:
+        node.kill(signal.SIGTERM)
