@@ -331,6 +331,35 @@ class SpeedOptions:
         self.workers, self.max_minutes, self.channels_last, self.compile = workers, max_minutes, channels_last, compile
 
 
+EXPERIMENT_SUFFIXES = (".toml",)
+
+
+def _experiment(ctx: typer.Context, config: str) -> dict:
+    """The command's option values, with an experiment file's keys filling every option that was
+    not given on the command line. ``config`` names the file (``configs/NAME.toml``); its ``arch``
+    key is the architecture. Unknown keys are an error listing the known ones."""
+    values = dict(ctx.params)
+    if not config.endswith(EXPERIMENT_SUFFIXES):
+        return values
+    import tomllib
+
+    path = Path(config)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        fail(f"{path}: not a readable experiment file ({exc})")
+    doc = {("config" if k == "arch" else k.replace("-", "_")): v for k, v in doc.items() if k != "about"}
+    unknown = sorted(set(doc) - set(values))
+    if unknown:
+        fail(f"{path}: unknown keys {', '.join(unknown)}; use the option names of this command")
+    values["config"] = doc.pop("config", "student")
+    for key, value in doc.items():
+        source = ctx.get_parameter_source(key)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            values[key] = Path(value) if key in ("data", "out", "init", "body_from") and value is not None else value
+    return values
+
+
 class RecipeOptions:
     """What the training data is and how patches are drawn and varied (shared by the training commands)."""
 
@@ -401,8 +430,10 @@ def train_teacher_cmd(
 
 @train_app.command("student")
 def train_student_cmd(
-    data: Path = _common["data"], out: Path = _common["out"],
-    config: str = typer.Option("student", help="Student config: student-fast, student, student-quality (RepPFANet), student-v1, student-tiny (RepSRNet)."),
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, help="Folder of PNG/JPEG/TIFF/DICOM (e.g. ../shared/data), or a pack from `medsr-edge pack-data`."),
+    out: Optional[Path] = typer.Option(None, help="Output folder: model.safetensors, log.csv, curves.png, ckpt/ (resumed)."),
+    config: str = typer.Option("student", help="Student architecture (student-fast, student, student-quality: RepPFANet; student-v1, student-tiny: RepSRNet), or an experiment file (configs/NAME.toml: the options of this command as keys, the architecture as arch; flags win)."),
     init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
     body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
@@ -422,6 +453,16 @@ def train_student_cmd(
     _setup_logging(True)
     from ..distill.train import distill_student
 
+    v = _experiment(ctx, config)
+    data, out, config, init, body_from, loss, int8_aware, edge_patches = (
+        v["data"], v["out"], v["config"], v["init"], v["body_from"], v["loss"], v["int8_aware"], v["edge_patches"])
+    iters, batch, patch, scale, lr, split, val_split, val_every, seed, threads, limit = (
+        v["iters"], v["batch"], v["patch"], v["scale"], v["lr"], v["split"], v["val_split"], v["val_every"], v["seed"],
+        v["threads"], v["limit"])
+    exclude_source, balance, intensity_aug, degrade_jitter, source, degradation = (
+        v["exclude_source"], v["balance"], v["intensity_aug"], v["degrade_jitter"], v["source"], v["degradation"])
+    if data is None or out is None:
+        fail("train student needs --data and --out (or data and out in the experiment file)")
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
                           RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation))
