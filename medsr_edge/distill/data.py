@@ -2,8 +2,8 @@
 
 Images are read with the runtime readers, normalised per image to [0, 1] (the runtime's
 :class:`~medsr_edge.runtime.transforms.Normalizer`) and kept in memory. Batches are sampled
-balanced per modality, then per source (``<modality>/<source>``, the first two folders under the
-data root), so one large source does not drown the others; augmented on the HR patch (geometry,
+balanced per modality (and, with ``balance="source"``, per source in it: ``<modality>/<source>``,
+the first two folders under the data root); augmented on the HR patch (geometry,
 and optionally intensity); and degraded with the same
 :func:`~medsr_edge.core.degradation.degrade` that the benchmark uses.
 """
@@ -142,7 +142,7 @@ class PatchSampler:
     """Draws (lr, hr) batches: lr (B, 1, P/scale, P/scale), hr (B, 1, P, P), float32 in [0, 1]."""
 
     def __init__(self, samples: list[Sample], patch: int, scale: int, augment: AugmentConfig | None = None,
-                 blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balance: str = "source",
+                 blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balance: str = "modality",
                  edge_fraction: float = 0.0, degradation: str = "bicubic") -> None:
         """balance: ``"source"`` (a modality, then a source in it, then an image, each uniformly),
         ``"modality"`` (a modality, then an image in it) or ``"image"`` (every image alike).

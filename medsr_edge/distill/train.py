@@ -77,7 +77,7 @@ class TrainOptions:
     workers: int = 0  # data-loading processes (0: batches made in the training process)
     edge_patches: float = 0.0  # fraction of patches centred on an image's strongest edges (PatchSampler)
     exclude_sources: tuple[str, ...] = ()  # <modality>/<source> names left out of training and validation
-    balance: str = "source"  # patch sampling: per modality then per source ("source"), "modality" or "image"
+    balance: str = "modality"  # patch sampling: "modality", per modality then per source ("source"), or "image"
     sources: tuple[str, ...] = ()  # only these <modality>/<source> (or modalities); () = all
     degradation: str = "bicubic"  # LR model: bicubic, mr-kspace, ct-kernel, xr-detector or mixed (PatchSampler)
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
