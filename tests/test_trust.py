@@ -699,3 +699,18 @@ def test_an_unreadable_file_named_on_the_command_line_is_a_per_file_error(tmp_pa
     assert res.exit_code == 1
     assert f"error: {locked}: permission denied; make the file readable" in res.output
     assert "Usage:" not in res.output and (tmp_path / "out" / "CT_small.dcm").is_file()
+
+
+@pytest.mark.parametrize("keyword, value", [("SOPClassUID", "1.2.8\x19\xc9g\n}9"), ("PhotometricInterpretation", "RGB\nEVIL"),
+                                            ("Modality", "M\nR")])
+def test_crafted_header_text_never_breaks_a_one_line_message(tmp_path, ct_small, tiny_onnx, keyword, value):
+    """Found by the slow fuzz: a mutated SOP Class UID went into the 'not an image' note verbatim."""
+    ds = pydicom.dcmread(ct_small)
+    if keyword == "SOPClassUID":
+        del ds.PixelData
+    setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "x.dcm")
+    res = _enhance(tmp_path / "x.dcm", "-o", tmp_path / "o.dcm", "--model", tiny_onnx)
+    for line in res.output.splitlines():
+        assert "\x19" not in line and not line.startswith(("}9", "EVIL", "R ")), res.output
+    assert all(line.startswith(("error:", "note:", str(tmp_path), "0 enhanced", "1 enhanced")) for line in res.output.splitlines() if line), res.output

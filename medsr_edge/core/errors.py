@@ -37,3 +37,10 @@ def first_line(exc: BaseException, limit: int = 150, typed: bool = True) -> str:
     if not typed:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def printable(text, limit: int = 64) -> str:
+    """A value read from a file, fit for a one-line message: control and non-ASCII characters
+    become ``?``, and at most ``limit`` characters are kept (a crafted header cannot break a line)."""
+    out = "".join(c if 32 <= ord(c) < 127 else "?" for c in str(text))
+    return out[:limit] + ("..." if len(out) > limit else "")

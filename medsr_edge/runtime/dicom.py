@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ImageReadError, ImageWriteError, MedsrError, NotAnImage, first_line
+from ..core.errors import ImageReadError, ImageWriteError, MedsrError, NotAnImage, first_line, printable
 from ..core.files import atomic_write
 from .codestream import FAMILIES, JPEG_2000, JPEG_LS, RLE, check_frame
 from .image import MAX_TOTAL_PIXELS, Image, check_pixel_budget, quiet_logger
@@ -70,14 +70,15 @@ def check_enhanceable(ds, path: Path) -> None:
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise NotAnImage(path, "not an image, not read: float pixel data (a parametric map?); only integer images are enhanced")
     if "PixelData" not in ds:
-        name = str(getattr(ds.get("SOPClassUID"), "name", "") or sop or "no SOP class")
+        name = printable(getattr(ds.get("SOPClassUID"), "name", "") or sop or "no SOP class")
         if "Image" in name or not sop:  # an image object without its pixels was cut short
             raise ImageReadError(path, f"truncated: the {name} has no pixel data; get a complete copy of the file")
         raise NotAnImage(path, f"not an image, not read: {name}")
     samples = ds.get("SamplesPerPixel", 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if samples not in (1, None) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageReadError(path, f"not enhanced: colour pixels ({photometric or 'unknown'}, {samples} samples per pixel); "
+        raise ImageReadError(path, f"not enhanced: colour pixels ({printable(photometric, 16) or 'unknown'}, "
+                                   f"{printable(samples, 8)} samples per pixel); "
                                    "only greyscale MONOCHROME1/2 with one sample per pixel is supported")
     bits = ds.get("BitsAllocated")
     if bits not in (8, 16):

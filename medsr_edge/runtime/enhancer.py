@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ModelError
+from ..core.errors import ModelError, printable
 from ..core.fidelity import is_gan_model
 from ..core.files import file_sha256
 from .backends import Backend, open_backend
@@ -204,11 +204,11 @@ class ModelChooser:
         from .models import family_model, family_of
 
         ds = image.dataset
-        dicom_modality = str(ds.get("Modality", "") or "") if ds is not None else ""
+        dicom_modality = printable(ds.get("Modality", "") or "", 16) if ds is not None else ""
         stated = dicom_modality or self.modality or ""
         family = family_of(stated)
         name = family_model(self.default, family) or self.default
-        key = (str(ds.get("SeriesInstanceUID", "")) if ds is not None else "") or name
+        key = (printable(ds.get("SeriesInstanceUID", "")) if ds is not None else "") or name
         if key not in self.told:
             self.told.add(key)
             where = f"series {key}" if ds is not None else Path(image.source).name
