@@ -21,7 +21,7 @@ from ..core.errors import MedsrError
 from ..core.files import atomic_write
 from ..runtime.image import Image
 from ..runtime.transforms import Normalizer
-from .figures import WINDOW_PRESETS
+from .figures import display_window
 
 ROI_OUTPUT_PIXELS = 384  # side of the default region, output pixels (shown 1:1)
 
@@ -78,18 +78,11 @@ def body_roi(img: np.ndarray, size: int) -> tuple[int, int, int, int]:
 
 
 def _window(image: Image, norm: Normalizer, preset: str | None, frame: np.ndarray) -> tuple[float, float]:
-    """(vmin, vmax) in [0, 1]: a preset (HU), the DICOM window, or the 0.5-99.5 percentiles."""
-    centre = width = None
-    if preset:
-        centre, width = WINDOW_PRESETS[preset]
-    elif image.dataset is not None and "WindowCenter" in image.dataset and "WindowWidth" in image.dataset:
-        wc, ww = image.dataset.WindowCenter, image.dataset.WindowWidth
-        centre = float(wc[0] if hasattr(wc, "__len__") and not isinstance(wc, str) else wc)
-        width = float(ww[0] if hasattr(ww, "__len__") and not isinstance(ww, str) else ww)
-    if centre is None:
-        lo, hi = np.percentile(norm.forward(frame), [0.5, 99.5])
-    else:
-        lo, hi = sorted(float(v) for v in norm.forward(np.array([centre - width / 2, centre + width / 2])))
+    """(vmin, vmax) in [0, 1]: a preset (HU) or the DICOM window (:func:`display_window`), else the
+    0.5-99.5 percentiles of the frame."""
+    if preset or (image.dataset is not None and "WindowCenter" in image.dataset and "WindowWidth" in image.dataset):
+        return display_window(image, norm, preset)
+    lo, hi = np.percentile(norm.forward(frame), [0.5, 99.5])
     return float(lo), float(hi) if hi > lo else float(lo) + 1e-3
 
 
