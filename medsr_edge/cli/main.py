@@ -95,6 +95,11 @@ DEVICE_HELP = ("Where ONNX Runtime runs: auto (TensorRT > CUDA > CPU, whatever i
                "tensorrt; a device that is not installed is an error naming the package.")
 
 
+class EngineChoice(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class CompressChoice(str, Enum):
     auto = "auto"
     none = "none"
@@ -120,6 +125,10 @@ def enhance(
     threads: Optional[int] = typer.Option(None, min=1, max=256, help="CPU threads for ONNX Runtime (default: all)."),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     uid_root: Optional[str] = typer.Option(None, metavar="ROOT", help="Your site's UID root for the derived Series/SOP Instance UIDs, e.g. 1.2.826.0.1.3680043.10.1234. (default: pydicom's)."),
+    engine: EngineChoice = typer.Option(EngineChoice.local, help="local: this process; ray: tasks on a Ray cluster (pip install 'medsr-edge[ray]'; the output folder on a filesystem every node sees). Same outputs, same resume."),
+    ray_address: Optional[str] = typer.Option(None, metavar="auto|HOST:PORT|ray://HOST:PORT", help="With --engine ray: the cluster to join (default: start Ray on this machine for the run)."),
+    workers: Optional[int] = typer.Option(None, min=1, max=100000, help="With --engine ray: tasks at once (default: one per CPU of the cluster; each uses --threads, default 1)."),
+    files_per_task: int = typer.Option(16, min=1, max=10000, help="With --engine ray: slices of one series (or files of one folder) per task."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Enhance images: DICOM in -> derived DICOM out (one derived series per source series, same bit depth, HU kept, geometry updated), PNG/TIFF keep bit depth."""
@@ -147,9 +156,21 @@ def enhance(
     except MedsrError as exc:
         fail(str(exc))
     printer.scale = enhancer.scale
+    if engine is EngineChoice.local and (ray_address or workers):
+        fail("--ray-address and --workers need --engine ray")
     try:
-        summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
-                            compress.value, printer.progress, printer.report, uid_root=uid_root)
+        if engine is EngineChoice.ray:
+            from ..runtime.cluster import ClusterOptions, EnhancerSpec, run_batch_ray
+
+            spec = EnhancerSpec(model=model, modality=modality, **{**options, "threads": threads or 1})
+            summary = run_batch_ray(spec, inputs, output, to=to, overwrite=overwrite, skip_existing=skip_existing,
+                                    compress=compress.value, uid_root=uid_root, scale=enhancer.scale,
+                                    cluster=ClusterOptions(address=ray_address, workers=workers,
+                                                           files_per_task=files_per_task),
+                                    progress=printer.progress_total, report=printer.report)
+        else:
+            summary = run_batch(enhancer, inputs, output, to, overwrite, skip_existing,
+                                compress.value, printer.progress, printer.report, uid_root=uid_root)
     except Interrupted:
         printer.close()
         typer.echo("interrupted: finished outputs are complete, no partial file was left; "
@@ -170,6 +191,12 @@ class _BatchPrinter:
         from tqdm import tqdm
 
         self.bar = tqdm(jobs, desc=f"enhance x{self.scale}", unit="img", disable=len(jobs) < 2, file=sys.stderr)
+        return self.bar
+
+    def progress_total(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=f"enhance x{self.scale}", unit="img", disable=total < 2, file=sys.stderr)
         return self.bar
 
     def report(self, line: str) -> None:

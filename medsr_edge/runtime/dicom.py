@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -355,8 +356,25 @@ def check_uid_root(root: str) -> str:
     return root
 
 
+def content_time(created: _dt.datetime | None = None) -> _dt.datetime:
+    """When a derived image was made: ``created`` if given, else the time in the environment
+    variable SOURCE_DATE_EPOCH (seconds since 1970, UTC; the reproducible-builds convention, for
+    byte-identical re-runs), else now (local time, as scanners write it)."""
+    if created is not None:
+        return created
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError, OSError):
+            raise MedsrError(f"SOURCE_DATE_EPOCH={printable(epoch, 40)!r}: not a whole number of seconds since "
+                             "1970; unset it or give e.g. 1767225600") from None
+    return _dt.datetime.now()
+
+
 def derived_dataset(image: Image, frames, scale: int, description: str, identity: str | None = None,
-                    series_label: str = "medsr-edge", spool_dir: str | Path | None = None, uid_root: str | None = None):
+                    series_label: str = "medsr-edge", spool_dir: str | Path | None = None, uid_root: str | None = None,
+                    created: _dt.datetime | None = None):
     """A new pydicom Dataset for the enhanced ``frames``: float (F, H*s, W*s) in modality units,
     or an iterable of (H*s, W*s) frames, consumed one at a time. Its PixelData is a temporary
     file in ``spool_dir`` (pydicom streams it when saving); close ``ds.PixelData`` when done.
@@ -364,7 +382,8 @@ def derived_dataset(image: Image, frames, scale: int, description: str, identity
     ``identity`` (default ``description``) names the model, its version and how it ran; the new
     Series/SOP Instance UIDs are derived from it and the source UIDs. ``series_label`` goes into
     the SeriesDescription ("... [SR x4 student-x4]"). ``uid_root``: the site's UID root for the
-    derived UIDs (default pydicom's)."""
+    derived UIDs (default pydicom's). ``created``: the ContentDate/Time (see :func:`content_time`);
+    a batch passes one for all its files."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -389,7 +408,7 @@ def derived_dataset(image: Image, frames, scale: int, description: str, identity
         _derive_frame_types(group)
     image_type = list(ds.get("ImageType", []) or [])
     ds.ImageType = ["DERIVED", "PRIMARY" if enhanced_iod else "SECONDARY", *image_type[2:]]
-    now = _dt.datetime.now()
+    now = content_time(created)
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     if "InstanceCreationDate" in ds:
         ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
@@ -544,7 +563,8 @@ def _compress(ds, path: Path, compress: str) -> None:
 
 def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int, description: str,
                         identity: str | None = None, series_label: str = "medsr-edge",
-                        compress: str | None = None, replace: bool = True, uid_root: str | None = None) -> None:
+                        compress: str | None = None, replace: bool = True, uid_root: str | None = None,
+                        created: _dt.datetime | None = None) -> None:
     """Write the derived DICOM atomically (never onto the input). ``compress``: None
     (uncompressed), "rle", "jpeg-ls" or "jpeg2000", all lossless and verified by decoding.
     ``replace=False``: an existing ``path`` is never replaced (see :func:`atomic_write`).
@@ -563,7 +583,7 @@ def write_derived_dicom(path: Path, image: Image, frames: np.ndarray, scale: int
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = derived_dataset(image, frames, scale, description, identity, series_label, spool_dir=path.parent,
-                                 uid_root=uid_root)
+                                 uid_root=uid_root, created=created)
             if compress:
                 _compress(ds, path, compress)
     except MedsrError:  # a model error met while the frames are made, or our own write error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from ..core.errors import ImageReadError, ImageWriteError, MedsrError
@@ -206,8 +207,9 @@ def existing_output_action(job: Job, overwrite: bool, skip_existing: bool) -> st
 
 
 def enhance_file(enhancer: Enhancer | Callable[[Image], Enhancer], job: Job, overwrite: bool = False,
-                 compress: str | None = None, uid_root: str | None = None) -> Path:
-    """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then."""
+                 compress: str | None = None, uid_root: str | None = None, created: datetime | None = None) -> Path:
+    """Enhance one file; raises MedsrError (one-line message) on any problem, writes nothing then.
+    ``created``: the derived DICOM's ContentDate/Time (default: :func:`~.dicom.content_time`)."""
     src, dst = job.src, job.dst
     if _absolute(dst) == _absolute(src):
         raise ImageWriteError(dst, "output would replace the input; choose another -o")
@@ -231,7 +233,7 @@ def enhance_file(enhancer: Enhancer | Callable[[Image], Enhancer], job: Job, ove
                             f"Super-resolution x{enhancer.scale} by medsr-edge, model {enhancer.describe()}",
                             identity=enhancer.identity, series_label=enhancer.model_name,
                             compress=output_compression(image, compress), uid_root=uid_root,
-                            replace=replace)
+                            replace=replace, created=created)
     else:
         if compress not in (None, "auto", "none"):
             raise ImageWriteError(dst, "--compress applies to DICOM output only")
