@@ -736,6 +736,9 @@ def serve(
     compress: CompressChoice = typer.Option(CompressChoice.auto, help="Derived DICOM compression (as enhance)."),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, min=1, max=256),
+    tls_cert: Optional[Path] = typer.Option(None, metavar="PEM", help="This node's certificate: associations are accepted over TLS only (DICOM PS3.15 secure transport)."),
+    tls_key: Optional[Path] = typer.Option(None, metavar="PEM", help="The certificate's private key (unencrypted PEM; keep it readable by this user only)."),
+    tls_ca: Optional[Path] = typer.Option(None, metavar="PEM", help="CA bundle: peers must present a certificate it signed (mutual TLS)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with the same keys (store, aet, port, forward = [...], ...); flags win."),
     status: bool = typer.Option(False, "--status", help="Print the queue counts of --store and the last errors, then exit."),
     verbose: bool = typer.Option(True, "--verbose/--quiet", "-v/-q"),
@@ -777,7 +780,8 @@ def serve(
                          allow_aets=tuple(values["allow_aet"] or ()), allow_ips=tuple(values["allow_ip"] or ()),
                          forward=tuple(Destination.parse(d) for d in values["forward"] or ()),
                          disk_budget_gb=float(values["disk_budget"]), series_idle_s=float(values["series_idle"]),
-                         non_images=values["non_images"], compress=getattr(comp, "value", comp), enhancer_options=options)
+                         non_images=values["non_images"], compress=getattr(comp, "value", comp), enhancer_options=options,
+                         **{k: Path(values[k]) for k in ("tls_cert", "tls_key", "tls_ca") if values[k] is not None})
         node = Node(cfg)
         node.chooser()  # load the model now: a wrong model is an error before anything is accepted
     except MedsrError as exc:

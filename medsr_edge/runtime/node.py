@@ -74,12 +74,38 @@ class NodeConfig:
     non_images: str = "forward"  # forward | drop: reports, plans ... in a study
     compress: str = "auto"
     enhancer_options: dict = field(default_factory=dict)  # model, device, threads ... (enhance's)
+    tls_cert: Path | None = None  # PEM certificate of this node: associations come in over TLS only
+    tls_key: Path | None = None  # its PEM private key (unencrypted)
+    tls_ca: Path | None = None  # PEM CA bundle: peers must present a certificate it signed (mutual TLS)
 
     def __post_init__(self) -> None:
         if self.non_images not in ("forward", "drop"):
             raise MedsrError(f"--non-images {self.non_images!r}: use forward or drop")
         if self.series_idle_s <= 0 or self.disk_budget_gb <= 0:
             raise MedsrError("--series-idle and --disk-budget must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None) or (self.tls_ca is not None and self.tls_cert is None):
+            raise MedsrError("TLS needs --tls-cert and --tls-key together (and --tls-ca only with them)")
+
+    def ssl_context(self):
+        """The server-side TLS context (TLS 1.2 or later), or None without --tls-cert. A file that
+        cannot be read or a key that does not match its certificate is a one-line error."""
+        if self.tls_cert is None:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            if self.tls_ca is not None:
+                ctx.load_verify_locations(cafile=self.tls_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise MedsrError(f"--tls-cert {self.tls_cert} / --tls-key {self.tls_key}"
+                             f"{f' / --tls-ca {self.tls_ca}' if self.tls_ca else ''}: cannot be used "
+                             f"({getattr(exc, 'strerror', None) or first_line(exc)}); give PEM files, the key "
+                             "unencrypted and matching the certificate") from None
+        return ctx
 
 
 SCHEMA = """
@@ -140,6 +166,27 @@ def store_usage(store: Path) -> int:
     return total
 
 
+class StoreUsage:
+    """Bytes under the store, without a walk of the whole tree per C-STORE: counted once, then
+    what the node writes is added, and the tree is walked again at most every ``rewalk_s``
+    seconds (to see files an operator removed and the derived series written meanwhile)."""
+
+    def __init__(self, store: Path, rewalk_s: float = 30.0) -> None:
+        self.store, self.rewalk_s = store, rewalk_s
+        self._lock = threading.Lock()
+        self._bytes, self._at = store_usage(store), time.monotonic()
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes += nbytes
+
+    def bytes(self) -> int:
+        with self._lock:
+            if time.monotonic() - self._at > self.rewalk_s:
+                self._bytes, self._at = store_usage(self.store), time.monotonic()
+            return self._bytes
+
+
 def write_durably(path: Path, write) -> None:
     """``write(tmp)``, fsync the file, rename it onto ``path`` and fsync the folder: on disk before
     the peer hears success."""
@@ -169,8 +216,10 @@ class Node:
         except ImportError:
             raise MedsrError("serve needs pynetdicom: pip install 'medsr-edge[serve]'") from None
         self.cfg = cfg
+        cfg.ssl_context()  # a certificate that cannot be used is an error before anything listens
         cfg.store.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(cfg.store / "queue.sqlite")
+        self.usage = StoreUsage(cfg.store)
         self.stop = threading.Event()
         self.server = None
         self._chooser = None
@@ -178,7 +227,7 @@ class Node:
     # ----------------------------------------------------------------------- receiving
     def handle_store(self, event) -> int:
         try:
-            if store_usage(self.cfg.store) > self.cfg.disk_budget_gb * 1e9:
+            if self.usage.bytes() > self.cfg.disk_budget_gb * 1e9:
                 log.warning("C-STORE refused: store over its %.3g GB budget", self.cfg.disk_budget_gb)
                 return STATUS_OUT_OF_RESOURCES
             ds = event.dataset
@@ -196,6 +245,7 @@ class Node:
         except Exception as exc:  # noqa: BLE001
             log.warning("C-STORE %s: cannot encode the dataset (%s)", sop, first_line(exc))
             return STATUS_CANNOT_UNDERSTAND
+        self.usage.add(path.stat().st_size)
         self.queue.received(sop, series, path)
         log.info("received sop=%s series=%s from %s", sop, series, event.assoc.requestor.ae_title)
         return STATUS_OK
@@ -218,8 +268,11 @@ class Node:
             ae.require_calling_aet = list(self.cfg.allow_aets)
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: STATUS_OK),
                     (evt.EVT_REQUESTED, self.handle_requested)]
-        self.server = ae.start_server((self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers)
-        log.info("listening as %s on %s:%d", self.cfg.aet, self.cfg.host, self.cfg.port)
+        tls = self.cfg.ssl_context()
+        self.server = ae.start_server((self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers,
+                                      ssl_context=tls)
+        log.info("listening as %s on %s:%d%s", self.cfg.aet, self.cfg.host, self.cfg.port,
+                 " (TLS" + (", client certificates required)" if self.cfg.tls_ca else ")") if tls else "")
 
     # ----------------------------------------------------------------------- enhancing
     def chooser(self):
@@ -256,6 +309,7 @@ class Node:
             db.execute("UPDATE instances SET state='failed', error=? WHERE sop=?", (str(exc), sop))
             log.warning("enhance failed sop=%s: %s", sop, exc)
             return
+        self.usage.add(dst.stat().st_size)
         db.execute("UPDATE instances SET state='enhanced', derived=? WHERE sop=?", (str(dst), sop))
         self._queue_deliveries(dst)
 
