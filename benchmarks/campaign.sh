@@ -12,9 +12,9 @@
 #                                                # (background, resumable; for a size whose INT8 export is refused)
 #   bash benchmarks/campaign.sh ship-int8 RUN NAME  # NAME-int8.onnx from the INT8-aware run, its checks
 #                                                # against the shipped NAME.onnx (refused like any INT8 export)
-#   bash benchmarks/campaign.sh promote RUN NAME # export RUN, bench it on the test split against the
-#                                                # shipped NAME; replace NAME only if the test split improves
-#                                                # (a NAME not shipped yet is released from RUN)
+#   bash benchmarks/campaign.sh promote RUN NAME # benchmarks/promote.py: export RUN, bench it and the
+#                                                # shipped NAME on held-out sources and the test split;
+#                                                # replace NAME only if the held-out score improves
 #
 # A run is "NAME CONFIG SCALE ITERS [BODY_FROM]": the cosine schedule spans ITERS, so a run resumed
 # day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
@@ -146,48 +146,8 @@ ship() {  # ship RUN NAME: every artifact of NAME from campaign/RUN (FP32 ONNX, 
 
 run_scale() { python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$1')[1]['scale'])"; }
 
-promote() {  # promote RUN NAME: replace weights/NAME.* only when the test split improves
-  local run=$1 name=$2 scale tmp
-  scale=$(run_scale "$run")
-  if [ ! -f "medsr_edge/weights/$name.onnx" ]; then
-    echo "$name is not shipped yet: first release from campaign/$run"; ship "$run" "$name"; return
-  fi
-  tmp=$(mktemp -d)
-  cp "medsr_edge/weights/teacher-x$scale.onnx" "$tmp/"
-  medsr-edge export --model "campaign/$run" --format onnx --name "$name" -o "$tmp/$name.onnx" \
-    --calib-data "$DATA" --calib-split val
-  cp "medsr_edge/weights/$name.onnx" "$tmp/$name-shipped.onnx"
-  python - "$tmp" "$name" <<'EOF'
-import shutil, sys
-from pathlib import Path
-tmp, name = Path(sys.argv[1]), sys.argv[2]
-# the shipped model benchmarked under its own name in a second folder, so both rows are measured alike
-(tmp / "shipped").mkdir()
-shutil.move(tmp / f"{name}-shipped.onnx", tmp / "shipped" / f"{name}.onnx")
-shutil.copy(next(tmp.glob("teacher-x*.onnx")), tmp / "shipped")
-EOF
-  for which in candidate shipped; do
-    dir=$tmp; [ "$which" = shipped ] && dir=$tmp/shipped
-    MEDSR_EDGE_WEIGHTS=$dir medsr-edge bench --data "$DATA" --split test --scale "$scale" --models "$name" \
-      --backends onnxruntime --threads 2 --latency-rounds 0 --json "$tmp/$which.json" > "$tmp/$which.txt"
-  done
-  if python - "$tmp" "$name" "$run" <<'EOF'
-import json, sys
-from pathlib import Path
-tmp, name, run = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-psnr = {w: next(r for r in json.loads((tmp / f"{w}.json").read_text())["rows"] if r["name"] == name)["psnr"]
-        for w in ("candidate", "shipped")}
-print(f"{name}: campaign/{run} {psnr['candidate']:.3f} dB vs shipped {psnr['shipped']:.3f} dB on the test split")
-if psnr["candidate"] > psnr["shipped"]:
-    print(f"promoted: medsr_edge/weights/{name}.* are replaced")
-    sys.exit(0)
-print("not promoted: the shipped model stays")
-sys.exit(3)
-EOF
-  then
-    ship "$run" "$name"
-  fi
-  rm -rf "$tmp"
+promote() {  # promote RUN NAME: benchmarks/promote.py, on the leave-source-out rule (held-out sources decide)
+  python benchmarks/promote.py "campaign/$1" "$2" --data "$DATA"
 }
 
 case "${1:-}" in

@@ -1,0 +1,122 @@
+"""Promote a training run to a shipped model on the leave-source-out rule (issue 24).
+
+    python benchmarks/promote.py RUN NAME [--data ../shared/data]   # e.g. runs/student-x4-v2 student-x4
+
+The candidate (RUN exported to ONNX FP32 and INT8, as shipping would) and the shipped NAME are
+benched alike, the same way (x4 or x2 bicubic LR, one thread, ONNX Runtime): on every image of the
+held-out sources of ``configs/heldout.toml`` (sources neither model was trained on) and on the test
+split of the other sources. The candidate replaces NAME only when
+
+- its held-out gain beats the shipped model's by at least ``MIN_HELD_OUT_GAIN`` dB, and
+- it loses at most ``MAX_TEST_DROP`` dB on the test split (a no-regression check; the test split
+  alone decides nothing), and
+- its INT8 export passed the export gate (within 0.1 dB of its FP32 on real images).
+
+Either way the comparison goes to ``docs/promotions/NAME.json``; on promotion every artifact of NAME
+(ONNX FP32, FP16, INT8, safetensors) is replaced at once, and the cards are rebuilt with
+``python benchmarks/model_cards.py``. This is the one release function; campaign.sh calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import MAX_TEST_DROP, MIN_HELD_OUT_GAIN, bench, load, summary  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "medsr_edge" / "weights"
+MAX_INT8_DROP = 0.1  # dB, the export gate's bound; checked again here on the held-out images
+
+
+def export_all(run: str, name: str, out: Path, data: str) -> None:
+    """Every artifact of ``name`` from ``run`` into ``out``; raises CalledProcessError on a refusal."""
+    x = ["--name", name, "--overwrite"]
+    cal = ["--calib-data", data, "--calib-split", "val"]
+    for fmt, file, extra in (("onnx", f"{name}.onnx", cal), ("pytorch", f"{name}.safetensors", []),
+                             ("onnx-fp16", f"{name}-fp16.onnx", []),
+                             ("onnx-int8", f"{name}-int8.onnx", [*cal, "--calib-method", "minmax", "--int8-float-convs", "3"])):
+        subprocess.run(["medsr-edge", "export", "--model", run, "--format", fmt, "-o", str(out / file), *x, *extra],
+                       check=True, stdout=subprocess.DEVNULL)
+
+
+def scores(weights: Path, name: str, data: str, scale: int, held_out: list[str], threads: int) -> dict:
+    held = [a for s in held_out for a in ("--source", s)]
+    excl = [a for s in held_out for a in ("--exclude-source", s)]
+    h = bench(weights, name, data, scale, threads, held)
+    t = bench(weights, name, data, scale, threads, ["--split", "test", *excl])
+    result = {"held_out": summary(h, name), "test": summary(t, name)}
+    int8 = [r for r in h["rows"] if r["name"] == name and r["format"] == "onnx-int8"]
+    if int8:
+        result["held_out_int8_gain"] = int8[0]["psnr_gain_vs_bicubic"]
+    result["gap_db"] = round(result["test"]["gain"] - result["held_out"]["gain"], 4)
+    return result
+
+
+def decide(candidate: dict, shipped: dict) -> tuple[bool, str]:
+    up = candidate["held_out"]["gain"] - shipped["held_out"]["gain"]
+    drop = shipped["test"]["gain"] - candidate["test"]["gain"]
+    int8_drop = candidate["held_out"]["gain"] - candidate.get("held_out_int8_gain", candidate["held_out"]["gain"])
+    why = f"held-out {up:+.3f} dB, test {-drop:+.3f} dB, INT8 -{int8_drop:.3f} dB vs its FP32"
+    ok = up >= MIN_HELD_OUT_GAIN and drop <= MAX_TEST_DROP and int8_drop <= MAX_INT8_DROP
+    return ok, why
+
+
+def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
+    """Export ``run`` as ``name``, bench it and the shipped ``name`` alike, replace the shipped
+    artifacts only when the rule above says so. Returns whether it did."""
+    protocol, _ = load()
+    held_out = protocol["held_out"]
+    from medsr_edge.models.checkpoint import read_metadata
+
+    scale = int(read_metadata(run)[1]["scale"])
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        cand, ship = Path(tmp) / "candidate", Path(tmp) / "shipped"
+        cand.mkdir(), ship.mkdir()
+        export_all(run, name, cand, data)
+        for folder in (cand, ship):  # the weights folder of a bench holds its teacher (as heldout.py's)
+            shutil.copy(WEIGHTS / f"teacher-x{scale}.onnx", folder)
+        for f in WEIGHTS.glob(f"{name}*.onnx"):
+            if f.stem in (name, f"{name}-int8"):
+                shutil.copy(f, ship)
+        result = {"run": run, "name": name, "rule": {"min_held_out_gain_db": MIN_HELD_OUT_GAIN,
+                                                     "max_test_drop_db": MAX_TEST_DROP, "max_int8_drop_db": MAX_INT8_DROP},
+                  "held_out_sources": held_out,
+                  "candidate": scores(cand, name, data, scale, held_out, threads),
+                  "shipped": scores(ship, name, data, scale, held_out, threads)}
+        ok, why = decide(result["candidate"], result["shipped"])
+        result.update(promoted=ok, why=why, wall_time_s=round(time.time() - t0))
+        if ok:
+            for f in cand.glob(f"{name}*"):
+                shutil.copy(f, WEIGHTS / f.name)
+    out = ROOT / "docs" / "promotions" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    c, s = result["candidate"], result["shipped"]
+    print(f"{name}: candidate {run}: held-out {c['held_out']['gain']:+.3f} dB, test {c['test']['gain']:+.3f} dB; "
+          f"shipped: held-out {s['held_out']['gain']:+.3f} dB, test {s['test']['gain']:+.3f} dB")
+    print(("promoted: medsr_edge/weights/%s.* replaced; rebuild the cards: python benchmarks/model_cards.py" if ok
+           else "not promoted: the shipped %s stays") % name + f" ({why})")
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("name")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    sys.exit(0 if promote(a.run, a.name, a.data, a.threads) else 3)
+
+
+if __name__ == "__main__":
+    main()
