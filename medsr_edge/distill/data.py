@@ -26,9 +26,7 @@ from ..core.degradation import (
     degrade_with,
     draw_params,
 )
-from ..core.errors import ImageReadError
-from ..runtime.io import data_files, read_image
-from ..runtime.transforms import Normalizer
+from ..dataset import ground_truths
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +51,15 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
     left out, e.g. to score a recipe on a source it never saw; sources: only these (or these
     modalities); an unknown name is refused.
     """
-    counts: dict[str, int] = {}
     samples = []
-    for found in data_files(root, split, sources=sources, exclude_sources=exclude_sources):
-        path, modality = found.path, found.modality
-        if limit_per_modality and counts.get(modality, 0) >= limit_per_modality:
-            continue
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            log.warning("skipping %s", exc)
-            continue
-        norm = Normalizer.of(image)
-        step = norm.grid_step(image.frames[0], image.dtype)
-        for frame in image.frames:
-            if min(frame.shape) < min_size:
-                continue
-            hr = norm.forward(frame)
-            if denoise == "median":
-                hr = ndimage.median_filter(hr, size=3)
-            elif denoise == "gaussian":
-                hr = ndimage.gaussian_filter(hr, 0.5)
-            samples.append(Sample(hr.astype(np.float32), modality, path, step, found.source))
-            counts[modality] = counts.get(modality, 0) + 1
+    for gt in ground_truths(root, split, sources=sources, exclude_sources=exclude_sources, all_frames=True,
+                            min_side=min_size, limit_per_modality=limit_per_modality):
+        hr = gt.hr
+        if denoise == "median":
+            hr = ndimage.median_filter(hr, size=3)
+        elif denoise == "gaussian":
+            hr = ndimage.gaussian_filter(hr, 0.5)
+        samples.append(Sample(hr.astype(np.float32), gt.modality, gt.path, gt.step, gt.source))
     if not samples:
         raise FileNotFoundError(f"no readable images under {root}" + (f" in '{split}' folders" if split else ""))
     return samples

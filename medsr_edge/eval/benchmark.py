@@ -23,21 +23,18 @@ from .. import __version__
 from ..core.degradation import (
     BENCH_DEGRADATIONS,
     FAMILY_OF_MODALITY,
-    bench_params,
     crop_to_multiple,
-    degrade_with,
     kspace_upsample,
     upscale_bicubic,
     upscale_lanczos,
 )
-from ..core.errors import ImageReadError, MedsrError, first_line
+from ..core.errors import MedsrError, first_line
 from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
 from ..core.formats import FORMATS, Format
 from ..core.metrics import psnr, ssim
 from ..core.sysinfo import INT8_DOT_FLAGS, cpu_flags, cpu_name
-from ..runtime.io import data_files, read_image
+from ..dataset import ground_truths, make_lr
 from ..runtime.models import shipped_models, weights_dir
-from ..runtime.transforms import Normalizer
 
 
 @dataclass
@@ -89,26 +86,14 @@ def load_bench_images(data: str | Path, scale: int, split: str | None = None, li
     if degradation not in BENCH_DEGRADATIONS:
         raise MedsrError(f"--degradation {degradation!r}: use {', '.join(BENCH_DEGRADATIONS)}")
     root = Path(data)
-    out, counts = [], {}
-    for found in data_files(root, split, sources=sources, exclude_sources=exclude_sources):
-        f, modality = found.path, found.modality
-        if limit and counts.get(modality, 0) >= limit:
-            continue
-        try:
-            img = read_image(f)
-        except ImageReadError as exc:
-            if left_out is not None:
-                left_out.append(str(exc))
-            continue
-        norm = Normalizer.of(img)
-        hr = crop_to_multiple(norm.forward(img.frames[0]), scale)
-        if min(hr.shape) < 8 * scale:
-            continue
-        family = FAMILY_OF_MODALITY.get(modality, "bicubic") if degradation == "physics" else degradation
-        lr = degrade_with(hr, scale, bench_params(family, scale), np.random.default_rng(len(out)),
-                          norm.grid_step(img.frames[0], img.dtype))
-        out.append(BenchImage(str(f.relative_to(root) if root.is_dir() else f.name), modality, lr, hr, f, found.source))
-        counts[modality] = counts.get(modality, 0) + 1
+    out = []
+    for gt in ground_truths(root, split, sources=sources, exclude_sources=exclude_sources, min_side=8 * scale,
+                            limit_per_modality=limit, errors=left_out):
+        hr = crop_to_multiple(gt.hr, scale)
+        family = FAMILY_OF_MODALITY.get(gt.modality, "bicubic") if degradation == "physics" else degradation
+        lr = make_lr(hr, scale, gt.step, family, np.random.default_rng(len(out)))
+        out.append(BenchImage(str(gt.path.relative_to(root) if root.is_dir() else gt.path.name), gt.modality, lr, hr,
+                              gt.path, gt.source))
     if not out:
         raise MedsrError(f"{data}: no readable images" + (f" in '{split}' folders" if split else ""))
     return out

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..core.degradation import crop_to_multiple, degrade
+from ..core.degradation import crop_to_multiple
 from ..core.errors import ModelError
 from ..core.files import atomic_write
 from ..core.metrics import psnr
-from ..runtime.transforms import Normalizer
 from .onnx_export import get_metadata, set_metadata
 
 log = logging.getLogger(__name__)
@@ -50,15 +49,13 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
     """Up to ``max_images`` real images (modality-balanced), degraded as in training. Whole images
     by default: their borders, where zero padding meets bright background (MONOCHROME1 radiographs),
     set activation ranges that centre crops miss. ``crop`` takes centre crops of that side instead."""
-    from ..core.errors import ImageReadError
-    from ..runtime.io import discover, read_image
+    from ..dataset import make_lr, read_ground_truths
+    from ..runtime.io import data_files
 
-    files = discover(data, split)
-    by_mod: dict[str, list[Path]] = {}
-    for f, m in files:
-        by_mod.setdefault(m, []).append(f)
-    chosen: list[Path] = []
-    modality_of = {f: m for f, m in files}
+    by_mod: dict[str, list] = {}
+    for found in data_files(data, split):
+        by_mod.setdefault(found.modality, []).append(found)
+    chosen: list = []
     i = 0
     while len(chosen) < max_images and any(i < len(v) for v in by_mod.values()):
         for m in sorted(by_mod):  # round robin: every modality is represented
@@ -67,21 +64,14 @@ def load_calibration_set(data: str | Path, scale: int, max_images: int = 48, cro
                 chosen.append(by_mod[m][i * step])
         i += 1
     lrs, hrs, names, mods = [], [], [], []
-    for f in chosen:
-        try:
-            img = read_image(f)
-        except ImageReadError as exc:
-            log.warning("calibration: skipping %s", exc)
-            continue
-        norm = Normalizer.of(img)
-        hr = norm.forward(img.frames[0])
+    for gt in read_ground_truths(chosen):
+        hr = gt.hr
         h, w = hr.shape
         if crop:
             c = min(crop, h, w) // scale * scale
             hr = hr[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
         hr = crop_to_multiple(hr, scale)
-        lrs.append(degrade(hr, scale, step=norm.grid_step(img.frames[0], img.dtype))), hrs.append(hr), names.append(str(f))
-        mods.append(modality_of[f])
+        lrs.append(make_lr(hr, scale, gt.step)), hrs.append(hr), names.append(str(gt.path)), mods.append(gt.modality)
     if len(lrs) < 4:
         raise ModelError(f"{data}: need at least 4 readable calibration images, found {len(lrs)}")
     n_check = max(int(len(lrs) * holdout), 2)
