@@ -2,6 +2,7 @@
 resumable time-limited chunks, data-loader workers, DDP through torchrun (gloo here, NCCL on
 GPUs), and the one-command session script end to end (--smoke; TensorRT steps skipped here)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -131,13 +132,12 @@ def test_interrupt_keeps_the_iterations_since_the_last_checkpoint(phantom_dir, t
         return real(self, size)
 
     monkeypatch.setattr(PatchSampler, "batch", batch)
-    opts = _opts(phantom_dir, tmp_path / "run", 100)
-    opts.save_every = opts.val_every = 100
+    opts = dataclasses.replace(_opts(phantom_dir, tmp_path / "run", 100), save_every=100, val_every=100)
     with pytest.raises(KeyboardInterrupt):
         distill_student(opts, None, "student-tiny")
     assert load_model(tmp_path / "run")[2]["iterations"] == 3
     monkeypatch.setattr(PatchSampler, "batch", real)
-    opts.iters = 5
+    opts = dataclasses.replace(opts, iters=5)
     distill_student(opts, None, "student-tiny")
     assert load_model(tmp_path / "run")[2]["iterations"] == 5
 

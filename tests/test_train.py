@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 
 import pytest
 
@@ -44,8 +45,7 @@ def test_distill_fine_tunes_from_init(phantom_dir, tmp_path):
     with a zero learning rate the result is that student exactly."""
     teacher = train_teacher(_opts(phantom_dir, tmp_path / "teacher", 1), "esrgan-tiny")
     first = distill_student(_opts(phantom_dir, tmp_path / "s1", 2), teacher, "student-tiny")
-    opts = _opts(phantom_dir, tmp_path / "s2", 2)
-    opts.lr = 0.0
+    opts = dataclasses.replace(_opts(phantom_dir, tmp_path / "s2", 2), lr=0.0)
     second = distill_student(opts, teacher, "student", init=first)
     a, cfg_a, _ = load_model(first)
     b, cfg_b, meta_b = load_model(second)

@@ -3,6 +3,8 @@ mistake (residual scaling, the outer RRDB residual, swapped RaGAN labels, a froz
 that loads nothing, a dropped teacher term, broken augmentation geometry, a missing denoise), and
 the ImageNet VGG16 perceptual backbone matches ONNX Runtime on the same graph."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -90,8 +92,7 @@ def test_teacher_term_moves_the_student(phantom_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tr.Run, "save", save)
     for tw in (1.0, 0.0):
-        opts = _opts(phantom_dir, tmp_path / f"s{tw}", 2)
-        opts.save_every = 1
+        opts = dataclasses.replace(_opts(phantom_dir, tmp_path / f"s{tw}", 2), save_every=1)
         distill_student(opts, teacher_dir, "student-tiny", teacher_weight=tw, gt_weight=0.0, cache_teacher=False)
     changed = [any(not torch.equal(a[k], b[k]) for k in a) for a, b in ((snapshots[0], snapshots[1]), (snapshots[2], snapshots[3]))]
     assert changed == [True, False]

@@ -317,7 +317,8 @@ def _train(fn, *args, **kwargs):
 
 
 def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads, denoise,
-                   blur, noise, limit, speed: SpeedOptions | None = None, recipe: RecipeOptions | None = None):
+                   blur, noise, limit, speed: SpeedOptions | None = None, recipe: RecipeOptions | None = None,
+                   edge_patches: float = 0.0):
     from ..distill.data import BALANCE_CHOICES, TRAIN_DEGRADATIONS, AugmentConfig
     from ..distill.train import TrainOptions
 
@@ -339,7 +340,9 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
             data_files(resolve_data(data), split or None, sources=recipe.sources, exclude_sources=recipe.exclude_sources)
         except MedsrError as exc:
             fail(str(exc))
-    return TrainOptions(data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
+    try:
+        return TrainOptions(
+                        data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
                         exclude_sources=tuple(recipe.exclude_sources), balance=recipe.balance,
                         sources=tuple(recipe.sources), degradation=recipe.degradation,
                         augment=AugmentConfig(p_intensity=recipe.intensity_aug, p_degrade_jitter=recipe.degrade_jitter),
@@ -347,7 +350,9 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
                         noise_sigma=noise, limit_per_modality=limit, workers=speed.workers,
                         max_seconds=speed.max_minutes * 60 if speed.max_minutes else None,
-                        channels_last=speed.channels_last, compile=speed.compile)
+                        channels_last=speed.channels_last, compile=speed.compile, edge_patches=edge_patches)
+    except MedsrError as exc:
+        fail(str(exc))
 
 
 class SpeedOptions:
@@ -492,8 +497,8 @@ def train_student_cmd(
         fail("train student needs --data and --out (or data and out in the experiment file)")
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
-                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation))
-    opts.edge_patches = edge_patches
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation),
+                          edge_patches=edge_patches)
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware)
     typer.echo(str(path))
@@ -572,9 +577,14 @@ def export(
     _setup_logging(True)
     with needs("export", "export"):
         from ..export.exporter import ExportOptions, export_model
-    opts = ExportOptions(output, precision.value if precision else None, calib_data, calib_split, calib_method,
-                         calib_images, max_gt_drop, min_psnr_vs_fp32, max_local_diff, int8_float_convs, int8_reference, opset,
-                         min_shape, opt_shape, max_shape, name, overwrite)
+    try:
+        opts = ExportOptions(output=output, precision=precision.value if precision else None, calib_data=calib_data,
+                             calib_split=calib_split, calib_method=calib_method, calib_images=calib_images,
+                             max_gt_drop=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32, max_local_diff=max_local_diff,
+                             int8_float_convs=int8_float_convs, int8_reference=int8_reference, opset=opset,
+                             min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, name=name, overwrite=overwrite)
+    except MedsrError as exc:
+        fail(str(exc))
     try:
         out = export_model(model, format, opts, report=typer.echo)
     except (MedsrError, ValueError) as exc:
@@ -628,9 +638,15 @@ def bench(
         models = [f"teacher-x{scale}", f"student-x{scale}"]
         models += [m for m in (f"student-fast-x{scale}", f"student-quality-x{scale}", f"student-x{scale}-gan")
                    if m in shipped_models()]
-    req = BenchRequest(data, scale, models, backends, split, limit, tile,
-                       threads, json_path, csv_path, plot_path, markdown, gallery, fid_weights, fd_vgg16, frd,
-                       latency_rounds, tuple(source or ()), tuple(exclude_source or ()), by_source, degradation, device)
+    try:
+        req = BenchRequest(data=data, scale=scale, models=tuple(models), backends=tuple(backends), split=split,
+                           limit=limit, tile=tile, threads=threads, json_path=json_path, csv_path=csv_path,
+                           plot_path=plot_path, markdown=markdown, gallery=gallery, fid_weights=fid_weights,
+                           fd_vgg16=fd_vgg16, frd=frd, latency_rounds=latency_rounds, sources=tuple(source or ()),
+                           exclude_sources=tuple(exclude_source or ()), by_source=by_source, degradation=degradation,
+                           device=device)
+    except MedsrError as exc:
+        fail(str(exc))
     try:
         doc = bench_report(req, console)
     except MedsrError as exc:

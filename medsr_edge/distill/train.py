@@ -26,13 +26,22 @@ from torch.optim.swa_utils import AveragedModel
 
 from .. import __version__
 from ..core.degradation import upscale_bicubic
+from ..core.errors import MedsrError
 from ..core.files import atomic_write
 from ..core.metrics import psnr, ssim
 from ..core.sysinfo import cpu_name
 from ..models import build_model, count_params, resolve_config
 from ..models.checkpoint import load_model, save_model
 from ..runtime.io import count_by_modality
-from .data import AugmentConfig, CachedTripletSampler, PatchSampler, load_samples, validation_set
+from .data import (
+    BALANCE_CHOICES,
+    TRAIN_DEGRADATIONS,
+    AugmentConfig,
+    CachedTripletSampler,
+    PatchSampler,
+    load_samples,
+    validation_set,
+)
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
 from .pack import resolve_data
 from .qat import learned_ranges, simulate_int8
@@ -51,9 +60,10 @@ INT8_STEP_LR = 1e-3  # Adam on log(step) of the INT8-aware run's activation grid
 CACHE_TILE, CACHE_PAD = 128, 8  # teacher cache: LR tile side and the context around it, pixels
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainOptions:
-    """Shared options. Sizes in pixels of the high-resolution patch; ``lr`` is the learning rate."""
+    """Shared options, validated on construction (MedsrError naming the option). Sizes in pixels
+    of the high-resolution patch; ``lr`` is the learning rate."""
 
     data: Path
     out: Path
@@ -83,6 +93,21 @@ class TrainOptions:
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
     channels_last: bool = False  # NHWC memory format for the networks (CUDA convolutions run faster)
     compile: bool = False  # torch.compile the generator
+
+    def __post_init__(self) -> None:
+        checks = [(self.scale in (2, 3, 4, 8), "--scale", "use 2, 3, 4 or 8"),
+                  (self.iters >= 1 and self.batch >= 1, "--iters/--batch", "must be at least 1"),
+                  (self.patch >= 8 * self.scale and self.patch % self.scale == 0, "--patch",
+                   f"a multiple of --scale of at least {8 * self.scale} pixels"),
+                  (self.lr >= 0, "--lr", "cannot be negative"),
+                  (self.val_every >= 1 and self.save_every >= 1, "--val-every", "must be at least 1"),
+                  (self.balance in BALANCE_CHOICES, "--balance", f"use {', '.join(BALANCE_CHOICES)}"),
+                  (self.degradation in TRAIN_DEGRADATIONS, "--degradation", f"use {', '.join(TRAIN_DEGRADATIONS)}"),
+                  (0.0 <= self.edge_patches <= 1.0, "--edge-patches", "a fraction in [0, 1]"),
+                  (0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)")]
+        for ok, option, fix in checks:
+            if not ok:
+                raise MedsrError(f"{option}: {fix}")
 
 
 # --------------------------------------------------------------------------- infrastructure

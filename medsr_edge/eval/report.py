@@ -15,14 +15,14 @@ from . import benchmark as bm
 METRICS_NOTE = "PSNR/SSIM on [0,1], border crop = scale, SSIM gaussian 11/1.5; mean over modalities"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BenchRequest:
-    """What to measure and where to write it (None: not written)."""
+    """What to measure and where to write it (None: not written); validated on construction."""
 
     data: Path
     scale: int
-    models: list[str]
-    backends: list[str]
+    models: tuple[str, ...]
+    backends: tuple[str, ...]
     split: str | None = None
     limit: int | None = None
     tile: int = 256
@@ -41,6 +41,18 @@ class BenchRequest:
     by_source: bool = False  # print and write the gain over bicubic per source too
     degradation: str = "bicubic"  # LR model (core.degradation.BENCH_DEGRADATIONS)
     device: str = "auto"  # where ONNX Runtime runs (runtime.backends.parse_device)
+
+    def __post_init__(self) -> None:
+        from ..core.degradation import BENCH_DEGRADATIONS
+
+        if self.scale not in (2, 3, 4, 8):
+            raise MedsrError(f"--scale {self.scale}: use 2, 3, 4 or 8")
+        if not self.models or not self.backends:
+            raise MedsrError("bench needs at least one model and one backend")
+        if (self.limit is not None and self.limit < 1) or self.tile < 0 or self.latency_rounds < 0:
+            raise MedsrError("--limit is at least 1; --tile and --latency-rounds cannot be negative")
+        if self.degradation not in BENCH_DEGRADATIONS:
+            raise MedsrError(f"--degradation {self.degradation!r}: use {', '.join(BENCH_DEGRADATIONS)}")
 
 
 def bench_report(req: BenchRequest, console) -> dict:

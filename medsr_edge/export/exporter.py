@@ -23,9 +23,10 @@ from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
 from .quantize import LOCAL_DIFF_LIMIT, convert_fp16, load_calibration_set, quantize_int8
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ExportOptions:
-    """Everything but the model and the format. Shapes are TensorRT profile sizes, HxW."""
+    """Everything but the model and the format, validated on construction (ModelError naming the
+    option). Shapes are TensorRT profile sizes, HxW; drops and differences in dB."""
 
     output: Path | None = None
     precision: str | None = None  # for "engine" (fp16 | int8) and "pytorch" (fp16 halves the file)
@@ -44,6 +45,22 @@ class ExportOptions:
     max_shape: str = "512x512"
     name: str | None = None
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in (None, "fp32", "fp16", "int8"):
+            raise ModelError(f"--precision {self.precision!r}: use fp32, fp16 or int8")
+        if self.calib_method not in ("minmax", "entropy", "percentile"):
+            raise ModelError(f"--calib-method {self.calib_method!r}: use minmax, entropy or percentile")
+        if self.calib_images < 4:
+            raise ModelError(f"--calib-images {self.calib_images}: at least 4 (a quarter checks the others)")
+        if self.int8_float_convs < 0 or self.max_gt_drop < 0 or self.max_local_diff < 0:
+            raise ModelError("--int8-float-convs, --max-gt-drop and --max-local-diff cannot be negative")
+        if not 7 <= self.opset <= 23:
+            raise ModelError(f"--opset {self.opset}: use 7..23 (17 is tested)")
+        for option, shape in (("--min-shape", self.min_shape), ("--opt-shape", self.opt_shape), ("--max-shape", self.max_shape)):
+            h, sep, w = str(shape).lower().partition("x")
+            if not (sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+                raise ModelError(f"{option} {shape!r}: use HxW in pixels, e.g. 256x256")
 
 
 def check_output(out: Path, source: Path, overwrite: bool) -> None:
