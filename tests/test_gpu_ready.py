@@ -16,8 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from medsr_edge.distill.options import TrainOptions  # noqa: E402
 from medsr_edge.distill.pack import PACK_MANIFEST, pack_data, resolve_data  # noqa: E402
-from medsr_edge.distill.train import TrainOptions, distill_student  # noqa: E402
+from medsr_edge.distill.train import distill_student  # noqa: E402
 from medsr_edge.models.checkpoint import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_time_limited_chunks_resume_to_the_same_end(phantom_dir, tmp_path, monke
 def test_loader_workers_give_distinct_streams(phantom_dir, tmp_path):
     """With data-loader workers the batches come from worker processes, each with its own random
     stream (no two workers hand over the same patches)."""
-    from medsr_edge.distill.train import BatchStream, Run
+    from medsr_edge.distill.run import BatchStream, Run
 
     run = Run(_opts(phantom_dir, tmp_path / "w", 2, workers=2), "student")
     loader = torch.utils.data.DataLoader(BatchStream(run, 3), batch_size=None, num_workers=2)

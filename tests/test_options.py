@@ -8,7 +8,7 @@ from medsr_edge.core.errors import MedsrError
 from medsr_edge.eval.report import BenchRequest
 
 pytest.importorskip("torch")
-from medsr_edge.distill.train import TrainOptions  # noqa: E402
+from medsr_edge.distill.options import TrainOptions  # noqa: E402
 from medsr_edge.export.exporter import ExportOptions  # noqa: E402
 
 

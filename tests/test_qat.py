@@ -130,7 +130,8 @@ def test_int8_check_compares_with_the_reference_fp32(tmp_path):
 
 
 def test_int8_aware_needs_a_trained_student(phantom_dir, tmp_path):
-    from medsr_edge.distill.train import TrainOptions, distill_student
+    from medsr_edge.distill.options import TrainOptions
+    from medsr_edge.distill.train import distill_student
 
     opts = TrainOptions(data=phantom_dir, out=tmp_path / "q", iters=1, batch=2, patch=32)
     with pytest.raises(ValueError, match="--init"):
@@ -172,7 +173,8 @@ def test_learned_step_widens_a_grid_that_clips():
 
 def test_int8_aware_run_records_its_ranges_and_export_quantizes_with_them(phantom_dir, tmp_path):
     from medsr_edge.core.errors import ModelError
-    from medsr_edge.distill.train import TrainOptions, distill_student
+    from medsr_edge.distill.options import TrainOptions
+    from medsr_edge.distill.train import distill_student
     from medsr_edge.export.exporter import ExportOptions, export_model
     from medsr_edge.export.quantize import conv_module_name
     from medsr_edge.models.checkpoint import read_metadata

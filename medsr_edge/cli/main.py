@@ -320,7 +320,7 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
                    blur, noise, limit, speed: SpeedOptions | None = None, recipe: RecipeOptions | None = None,
                    edge_patches: float = 0.0):
     from ..distill.data import BALANCE_CHOICES, TRAIN_DEGRADATIONS, AugmentConfig
-    from ..distill.train import TrainOptions
+    from ..distill.options import TrainOptions
 
     if not (Path(data).is_dir() or Path(data).suffix == ".zip" and Path(data).is_file()):
         fail(f"{data}: data folder (or pack .zip) not found")
