@@ -39,14 +39,34 @@ def load(config: Path = CONFIG) -> tuple[dict, dict]:
     return doc["protocol"], doc["recipes"]
 
 
-def train_command(protocol: dict, recipe: dict, name: str, data: str) -> list[str]:
+PRIOR = ROOT / "runs" / "prior"  # the pre-training prior (medsr_edge.distill.prior), made on first use
+
+
+def train_commands(protocol: dict, recipe: dict, name: str, data: str) -> list[list[str]]:
+    """The training commands of a recipe. A recipe with ``pretrain_iters = N`` first trains N
+    iterations on the non-medical prior, then the rest of the protocol's budget on the medical
+    data from those weights (same total iterations as every other recipe)."""
     p = protocol
-    cmd = ["medsr-edge", "train", "student", "--config", p["config"], "--data", data, "--out", str(RUNS / name),
-           "--scale", str(p["scale"]), "--iters", str(p["iters"]), "--batch", str(p["batch"]), "--patch", str(p["patch"]),
-           "--lr", str(p["lr"]), "--seed", str(p["seed"]), "--threads", str(p["threads"]), "--val-every", "500"]
+    common = ["--scale", str(p["scale"]), "--batch", str(p["batch"]), "--patch", str(p["patch"]), "--lr", str(p["lr"]),
+              "--seed", str(p["seed"]), "--threads", str(p["threads"]), "--val-every", "500"]
+    pre = int(recipe.get("pretrain_iters", 0))
+    cmds = []
+    main = ["medsr-edge", "train", "student", "--data", data, "--out", str(RUNS / name), "--iters", str(p["iters"] - pre),
+            *common]
+    if pre:
+        if not (PRIOR / "prior").is_dir():
+            from medsr_edge.distill.prior import write_prior
+
+            print(f"prior: {write_prior(PRIOR)} images in {PRIOR}")
+        stage = RUNS / f"{name}-prior"
+        cmds.append(["medsr-edge", "train", "student", "--config", p["config"], "--data", str(PRIOR), "--out", str(stage),
+                     "--iters", str(pre), "--val-split", "", *common])
+        main += ["--init", str(stage)]
+    else:
+        main += ["--config", p["config"]]
     for src in p["held_out"]:
-        cmd += ["--exclude-source", src]
-    return cmd + list(recipe["args"])
+        main += ["--exclude-source", src]
+    return cmds + [main + list(recipe["args"])]
 
 
 def bench(weights: Path, name: str, data: str, scale: int, threads: int, extra: list[str]) -> dict:
@@ -146,7 +166,8 @@ def main() -> None:
             sys.exit(f"heldout: no recipe {name!r} in {CONFIG}; the recipes are: {', '.join(recipes)}")
     for name in a.recipes:
         if a.action in ("train", "run"):
-            subprocess.run(train_command(protocol, recipes[name], name, a.data), check=True)
+            for cmd in train_commands(protocol, recipes[name], name, a.data):
+                subprocess.run(cmd, check=True)
         if a.action in ("score", "run"):
             score(protocol, recipes[name], name, a.data)
     if a.action == "table" or a.action == "run":
