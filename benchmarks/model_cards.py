@@ -106,7 +106,7 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
     return {
         "int8": quant,
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
-        "training": training(meta),
+        "training": {"run": str(run), **training(meta)},
         "initialised_from": {"run": str(init_run), **training(read_metadata(init_run)[1])} if init_run else None,
         "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
         "results": results,

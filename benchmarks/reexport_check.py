@@ -3,7 +3,7 @@ FP32, and INT8 as the shipped file was made) into a temporary weights folder, be
 the committed files on the same images, and fail when they differ by more than a tolerance. An
 export regression cannot hide behind old files.
 
-    python benchmarks/reexport_check.py --data ../shared/data [--run campaign/student-x4-ft2] [--limit 8]
+    python benchmarks/reexport_check.py --data ../shared/data [--run campaign/student-x4-v2] [--limit 8]
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> int:
     ap.add_argument("--int8-tolerance", type=float, default=0.05, help="dB, INT8 (calibration images may change with the data)")
     a = ap.parse_args()
     card = json.loads((WEIGHTS / f"{a.name}.json").read_text())
-    run = a.run or card.get("training", {}).get("run") or "campaign/student-x4-ft2"
+    run = a.run or card.get("training", {}).get("run")
+    if not run:
+        sys.exit(f"{a.name}.json names no training run; pass --run")
     int8 = card.get("int8", {})
     float_convs = sum(1 for n in int8.get("float_nodes", []) if "/body." in n)
     failures = []
