@@ -142,11 +142,14 @@ def table() -> str:
              f"at least {MIN_HELD_OUT_GAIN} dB held-out and loses at most {MAX_TEST_DROP} dB on the test split.", "",
              "| recipe | held-out | " + " | ".join(f"held-out {m}" for m in mods) + " | test | gap | verdict | iterations | flags |",
              "|---|---|" + "---|" * len(mods) + "---|---|---|---|---|"]
+    recipes = load()[1]
     for r in rows:
         per = r["held_out"]["per_modality"]
+        pre = int(recipes.get(r["recipe"], {}).get("pretrain_iters", 0))
+        flags = (f"{pre} it. on the prior, then " if pre else "") + f"`{' '.join(r['args'])}`"
         lines.append(f"| {r['recipe']} | {r['held_out']['gain']:+.3f} | "
                      + " | ".join(f"{per[m]:+.3f}" if m in per else "-" for m in mods)
-                     + f" | {r['test']['gain']:+.3f} | {r['gap_db']:.3f} | {verdict(r, base)} | {r['protocol']['iters']} | `{' '.join(r['args'])}` |")
+                     + f" | {r['test']['gain']:+.3f} | {r['gap_db']:.3f} | {verdict(r, base)} | {r['protocol']['iters']} | {flags} |")
     if rows:
         lines += ["", "Held-out sources: " + ", ".join(f"`{s}`" for s in rows[0]["protocol"]["held_out"]) + "."]
     text = "\n".join(lines) + "\n"
