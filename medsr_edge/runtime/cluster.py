@@ -65,7 +65,7 @@ class ClusterOptions:
     """Where and how wide. ``address``: None starts a Ray instance on this machine for the run;
     ``auto`` joins the cluster this machine belongs to; ``HOST:PORT`` (the head's GCS port) or
     ``ray://HOST:PORT`` (Ray Client) joins that one. ``workers``: at most this many tasks at once
-    (default: every CPU of the cluster, one task per CPU). ``files_per_task``: 1..10000.
+    (default: every CPU of the cluster, one task per CPU). ``files_per_task``: 1..10000, lowered for a small batch so that every worker gets at least two tasks.
     ``max_retries``: times Ray re-runs a task whose worker process or node died."""
 
     address: str | None = None
@@ -204,7 +204,6 @@ def run_batch_ray(spec: EnhancerSpec, inputs: list[str | Path], output: Path | N
     summary = BatchSummary(notes=notes)
     for note in notes:
         report(f"note: {note}")
-    tasks = make_tasks(jobs, scale, cluster.files_per_task)
     threads = spec.threads or 1
     spec = EnhancerSpec(**{**asdict(spec), "threads": threads})
     write = dict(overwrite=overwrite, skip_existing=skip_existing, compress=compress, uid_root=uid_root,
@@ -216,6 +215,9 @@ def run_batch_ray(spec: EnhancerSpec, inputs: list[str | Path], output: Path | N
     try:
         node_memory = _largest_node_memory(ray)
         limit = cluster.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        # at least two tasks per worker when the batch is small, so no worker waits for a series
+        per_task = min(cluster.files_per_task, max(1, -(-len(jobs) // (2 * limit))))
+        tasks = make_tasks(jobs, scale, per_task)
         remote = ray.remote(num_cpus=threads, max_retries=cluster.max_retries, retry_exceptions=False)(enhance_task)
         spec_ref = ray.put(spec)
         queue, pending = list(reversed(tasks)), {}
