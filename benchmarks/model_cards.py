@@ -33,10 +33,22 @@ from medsr_edge.models.checkpoint import read_metadata
 WEIGHTS = Path(os.environ.get("MEDSR_EDGE_WEIGHTS") or Path(__file__).resolve().parents[1] / "medsr_edge" / "weights")
 
 
-def data_sources(data: Path, split: str = "train") -> list[dict]:
+def data_sources(data: Path, split: str = "train", trained: dict | None = None) -> list[dict]:
+    """The sources a run trained on: from its own metadata (``train_sources``: folder -> images,
+    which honours --source/--exclude-source) with each folder's modality, origin and licence from
+    the MANIFEST; for older runs without it, every source of the split."""
     manifest = data / "MANIFEST.tsv"
     if not manifest.is_file():
         return []
+    if trained:
+        info: dict[str, dict] = {}
+        with open(manifest) as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                folder = "/".join(row["relative_path"].split("/")[:2])
+                info.setdefault(folder, {"modality": row["modality"], "source": row["source"].split(" In/")[0],
+                                         "license": row["license"]})
+        return [{**info.get(folder, {"modality": folder.split("/")[0], "source": folder, "license": "?"}),
+                 "folder": folder, "images": n} for folder, n in sorted(trained.items())]
     groups: dict[tuple, int] = {}
     with open(manifest) as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
@@ -56,7 +68,7 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
                  "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
-                 "train_images", "disc", "disc_lr", "body_from", "edge_patches", "int8_aware")
+                 "train_images", "disc", "disc_lr", "body_from", "edge_patches", "int8_aware", "balance", "augment")
 
 
 def training(meta: dict) -> dict:
@@ -108,7 +120,8 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
         "name": name, "architecture": config.get("type"), "config": config, "scale": meta.get("scale"),
         "training": {"run": str(run), **training(meta)},
         "initialised_from": {"run": str(init_run), **training(read_metadata(init_run)[1])} if init_run else None,
-        "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data)},
+        "data": {"root": meta.get("data"), "split": meta.get("split"), "sources": data_sources(data, trained=meta.get("train_sources")),
+                 "excluded_sources": meta.get("exclude_sources") or []},
         "results": results,
         "fidelity_guard": bench.get("fidelity_guard") if meta.get("stage") == "gan" else None,
         "perceptual": perceptual(percep, name),
@@ -161,8 +174,13 @@ def markdown(c: dict) -> str:
     elif t.get("kind") == "student" and t.get("stage") != "gan":
         lines.append("- Trained on the ground truth alone, with no teacher: the shipped teacher (esrgan-small, CPU-trained) "
                      "is weaker than this student on the test split, so distilling from it would pull the student down")
-    lines += ["", "## Data (training split of ../shared/data)", "", "| modality | source | licence | images |", "|---|---|---|---|"]
-    lines += [f"| {s['modality']} | {s['source']} | {s['license']} | {s['images']} |" for s in c["data"]["sources"]]
+    lines += ["", "## Data (training split of ../shared/data)", "", "| modality | folder | origin | licence | images |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {s['modality']} | {s.get('folder', '')} | {s['source']} | {s['license']} | {s['images']} |"
+              for s in c["data"]["sources"]]
+    if c["data"].get("excluded_sources"):
+        lines += ["", "Held out of training (never seen; the leave-source-out score is measured on them): "
+                  + ", ".join(f"`{x}`" for x in c["data"]["excluded_sources"]) + "."]
     if r:
         lines += ["", f"## Results on the `{r['split']}` split, x{r['scale']} ({r['metrics']})", "",
                   "| modality | n | bicubic PSNR | this model PSNR | gain | SSIM (bicubic -> model)" + (" | teacher PSNR |" if "teacher" in r else " |"),
