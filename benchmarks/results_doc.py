@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +36,15 @@ def gains(row: dict) -> str:
 
 def summary(doc: dict, models: list[str], default: str) -> list[str]:
     b = next(r for r in doc["rows"] if r["name"] == "bicubic")
-    out = ["| model | params | GFLOPs/MP | PSNR dB | gain over bicubic | CT / MRI / X-ray gain | INT8 vs FP32 dB | FP32 ms p50 |",
-           "|---|---|---|---|---|---|---|---|",
-           f"| bicubic | 0 | - | {b['psnr']:.2f} | - | - | - | {b['latency_ms_p50']:.1f} |"]
+    ref = fp32(doc, default) or {}
+
+    def ratio(r: dict) -> str:
+        a, d = r.get("latency_rounds_ms") or [], ref.get("latency_rounds_ms") or []
+        return f"{statistics.median(x / y for x, y in zip(a, d)):.2f}" if a and d and len(a) == len(d) else "-"
+
+    out = ["| model | params | GFLOPs/MP | PSNR dB | gain over bicubic | CT / MRI / X-ray gain | INT8 vs FP32 dB | FP32 ms p50 | x default |",
+           "|---|---|---|---|---|---|---|---|---|",
+           f"| bicubic | 0 | - | {b['psnr']:.2f} | - | - | - | {b['latency_ms_p50']:.1f} | {ratio(b)} |"]
     for m in models:
         f = fp32(doc, m)
         if f is None:
@@ -45,7 +52,7 @@ def summary(doc: dict, models: list[str], default: str) -> list[str]:
         i8 = next((r for r in doc["rows"] if r["name"] == m and r["format"] == "onnx-int8" and r["status"] == "ok"), None)
         int8 = f"{i8['psnr'] - f['psnr']:+.2f}" if i8 else "-"
         out.append(f"| `{m}`{' (default)' if m == default else ''} | {f['params']:,} | {f['gflops_per_mpx']:.1f} | "
-                   f"{f['psnr']:.2f} | {f['psnr_gain_vs_bicubic']:+.2f} | {gains(f)} | {int8} | {f['latency_ms_p50']:.1f} |")
+                   f"{f['psnr']:.2f} | {f['psnr_gain_vs_bicubic']:+.2f} | {gains(f)} | {int8} | {f['latency_ms_p50']:.1f} | {ratio(f)} |")
     return out
 
 
@@ -107,8 +114,11 @@ def main() -> None:
              "\"PSNR\" and \"gain\" are the mean over modalities of each modality's mean. Latency: median per image, "
              "whole image through the 256-pixel tiler, ONNX Runtime, one timed pass after a warm-up; the CI gate "
              "uses the interleaved rounds in the JSON instead, because this shared machine's speed moves between runs.",
-             "", f"Machine: {env.get('cpu', '?')}, {env.get('threads', '?')} threads, onnxruntime "
-             f"{env.get('onnxruntime', '?')}. TensorRT rows are skipped here (no GPU).", "",
+             "", f"Machine: {env.get('cpu', '?')} ({', '.join(env.get('cpu_flags') or []) or 'no SIMD flags read'}), "
+             f"{env.get('threads', '?')} threads, onnxruntime {env.get('onnxruntime', '?')}. TensorRT rows are skipped "
+             "here (no GPU). The lent machine changes between sessions (with and without AVX-512) and is shared, so "
+             "compare latencies only within one bench, as ratios: *x default* is the median over the interleaved "
+             "rounds of the per-round ratio to the default model.", "",
              "## x4, test split (the training collections)", "",
              f"`docs/bench-test-x4.json`: {sum(x4['images'].values())} images ({images(x4)}).", "",
              *summary(x4, m4, "student-x4"), "",
@@ -120,6 +130,24 @@ def main() -> None:
                   f"holds out ({images(held)}; no shipped model saw them). This is the score that decides "
                   "promotions ([heldout.md](heldout.md), `benchmarks/promote.py`); the test split is a "
                   "no-regression check.", "", *heldout(held, x4, m4[1:]), ""]
+    promos = [json.loads(p.read_text()) for p in sorted((DOCS / "promotions").glob("*.json"))]
+    if promos:
+        lines += ["## Promotions: sources never seen decide", "",
+                  "`python benchmarks/promote.py RUN NAME` benches a candidate and the shipped model alike on every "
+                  "image of the held-out sources of `configs/heldout.toml` (neither trained on them) and on the test "
+                  "split; the candidate ships only with a held-out gain and no test regression "
+                  "([promotions/](promotions/)). Gains over bicubic, dB, FP32; gap = test - held-out.", "",
+                  "| model | candidate | held-out: candidate / shipped | CT / MRI / X-ray held-out (candidate) | "
+                  "test: candidate / shipped | gap: candidate / shipped | INT8 held-out | promoted |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for d in promos:
+            c, sh = d["candidate"], d["shipped"]
+            pm = c["held_out"]["per_modality"]
+            lines.append(f"| `{d['name']}` | `{d['run']}` | {c['held_out']['gain']:+.3f} / {sh['held_out']['gain']:+.3f} | "
+                         + " / ".join(f"{pm[m]:+.2f}" if m in pm else "-" for m in MODALITIES)
+                         + f" | {c['test']['gain']:+.3f} / {sh['test']['gain']:+.3f} | {c['gap_db']:.2f} / {sh['gap_db']:.2f} | "
+                         f"{c.get('held_out_int8_gain', float('nan')):+.3f} | {'yes' if d['promoted'] else 'no'} ({d['why']}) |")
+        lines.append("")
     lat = load("student-latency-x4.json")
     if lat:
         lines += ["## Architecture latency", "",
