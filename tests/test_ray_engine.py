@@ -214,3 +214,13 @@ def test_an_unwritable_output_fails_its_tasks_by_name_and_the_others_go_on(tmp_p
     assert len(summary.enhanced) == 2 and summary.failed == 2, summary.errors
     assert all(str(tmp_path / "out" / "a") in e for e in summary.errors)
     assert {d.parent.name for _, d in summary.enhanced} == {"b"}
+
+
+def test_the_local_engine_imports_no_ray(tmp_path, tiny_onnx):
+    _series(tmp_path / "s", 2)
+    code = ("import sys; from typer.testing import CliRunner; from medsr_edge.cli.main import app; "
+            f"r = CliRunner().invoke(app, ['enhance', {str(tmp_path / 's')!r}, '-o', {str(tmp_path / 'o')!r}, "
+            f"'-m', {str(tiny_onnx)!r}]); assert r.exit_code == 0, r.output; print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
