@@ -124,26 +124,6 @@ stop() {  # each run checkpoints and exits 130; only this checkout's runs, by th
   done
 }
 
-ship() {  # ship RUN NAME: every artifact of NAME from campaign/RUN (FP32 ONNX, torch, FP16, INT8),
-          # all or none: they are made in a staging folder and replace weights/NAME.* only when every
-          # export passed (an INT8 refusal leaves the shipped FP32 and INT8 files one model)
-  local run=$1 name=$2 W=medsr_edge/weights X=(--name "$2" --overwrite) stage
-  stage=$(mktemp -d)
-  if medsr-edge export --model "campaign/$run" --format onnx -o "$stage/$name.onnx" "${X[@]}" --calib-data "$DATA" --calib-split val &&
-     medsr-edge export --model "campaign/$run" --format pytorch -o "$stage/$name.safetensors" "${X[@]}" &&
-     medsr-edge export --model "campaign/$run" --format onnx-fp16 -o "$stage/$name-fp16.onnx" "${X[@]}" &&
-     medsr-edge export --model "campaign/$run" --format onnx-int8 -o "$stage/$name-int8.onnx" "${X[@]}" \
-       --calib-data "$DATA" --calib-split val --calib-method minmax --int8-float-convs 3; then
-    mv "$stage"/* "$W/"
-    rm -rf "$stage"
-    echo "re-run the bench (step 4 of benchmarks/release.sh) and python benchmarks/model_cards.py for the README and cards"
-  else
-    rm -rf "$stage"
-    echo "$name: an export was refused; nothing of $name was replaced" >&2
-    return 1
-  fi
-}
-
 run_scale() { python -c "from medsr_edge.models.checkpoint import read_metadata; print(read_metadata('campaign/$1')[1]['scale'])"; }
 
 promote() {  # promote RUN NAME: benchmarks/promote.py, on the leave-source-out rule (held-out sources decide)

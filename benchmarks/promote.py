@@ -12,6 +12,8 @@ split of the other sources. The candidate replaces NAME only when
   alone decides nothing), and
 - its INT8 export passed the export gate (within 0.1 dB of its FP32 on real images).
 
+A NAME not shipped yet is released from RUN (every export must pass), its scores recorded.
+
 Either way the comparison goes to ``docs/promotions/NAME.json``; on promotion every artifact of NAME
 (ONNX FP32, FP16, INT8, safetensors) is replaced at once, and the cards are rebuilt with
 ``python benchmarks/model_cards.py``. This is the one release function; campaign.sh calls it.
@@ -90,9 +92,12 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
         result = {"run": run, "name": name, "rule": {"min_held_out_gain_db": MIN_HELD_OUT_GAIN,
                                                      "max_test_drop_db": MAX_TEST_DROP, "max_int8_drop_db": MAX_INT8_DROP},
                   "held_out_sources": held_out,
-                  "candidate": scores(cand, name, data, scale, held_out, threads),
-                  "shipped": scores(ship, name, data, scale, held_out, threads)}
-        ok, why = decide(result["candidate"], result["shipped"])
+                  "candidate": scores(cand, name, data, scale, held_out, threads)}
+        if (ship / f"{name}.onnx").is_file():
+            result["shipped"] = scores(ship, name, data, scale, held_out, threads)
+            ok, why = decide(result["candidate"], result["shipped"])
+        else:  # a first release: nothing to beat, but its scores are recorded all the same
+            ok, why = True, f"{name} was not shipped yet: first release"
         result.update(promoted=ok, why=why, wall_time_s=round(time.time() - t0))
         if ok:
             for f in cand.glob(f"{name}*"):
@@ -100,9 +105,10 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
     out = ROOT / "docs" / "promotions" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    c, s = result["candidate"], result["shipped"]
-    print(f"{name}: candidate {run}: held-out {c['held_out']['gain']:+.3f} dB, test {c['test']['gain']:+.3f} dB; "
-          f"shipped: held-out {s['held_out']['gain']:+.3f} dB, test {s['test']['gain']:+.3f} dB")
+    c = result["candidate"]
+    shipped = (f"; shipped: held-out {result['shipped']['held_out']['gain']:+.3f} dB, test "
+               f"{result['shipped']['test']['gain']:+.3f} dB" if "shipped" in result else "")
+    print(f"{name}: candidate {run}: held-out {c['held_out']['gain']:+.3f} dB, test {c['test']['gain']:+.3f} dB{shipped}")
     print(("promoted: medsr_edge/weights/%s.* replaced; rebuild the cards: python benchmarks/model_cards.py" if ok
            else "not promoted: the shipped %s stays") % name + f" ({why})")
     return ok

@@ -141,7 +141,9 @@ def main() -> None:
                   "test: candidate / shipped | gap: candidate / shipped | INT8 held-out | promoted |",
                   "|---|---|---|---|---|---|---|---|"]
         for d in promos:
-            c, sh = d["candidate"], d["shipped"]
+            c = d["candidate"]
+            sh = d.get("shipped") or {"held_out": {"gain": float("nan")}, "test": {"gain": float("nan")},
+                                      "gap_db": float("nan")}
             pm = c["held_out"]["per_modality"]
             lines.append(f"| `{d['name']}` | `{d['run']}` | {c['held_out']['gain']:+.3f} / {sh['held_out']['gain']:+.3f} | "
                          + " / ".join(f"{pm[m]:+.2f}" if m in pm else "-" for m in MODALITIES)

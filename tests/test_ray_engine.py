@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from medsr_edge.cli.main import app
 from medsr_edge.core.errors import MedsrError
-from medsr_edge.runtime.cluster import ClusterOptions, EnhancerSpec, make_tasks, memory_needed, run_batch_ray
+from medsr_edge.runtime.cluster import ClusterOptions, make_tasks, memory_needed, run_batch_ray
+from medsr_edge.runtime.enhancer import EnhancerSpec
 from medsr_edge.runtime.pipeline import Job
 
 runner = CliRunner()

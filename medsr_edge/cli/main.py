@@ -135,7 +135,7 @@ def enhance(
     _setup_logging(verbose)
     from ..runtime.batch import Interrupted, run_batch
     from ..runtime.dicom import check_uid_root
-    from ..runtime.enhancer import Enhancer, ModelChooser
+    from ..runtime.enhancer import EnhancerSpec
 
     if uid_root is not None:
         try:
@@ -144,25 +144,21 @@ def enhance(
             fail(str(exc))
 
     printer = _BatchPrinter()
-    options = dict(backend=backend.value, precision=precision.value, tile=tile, overlap=overlap, device=device,
-                   threads=threads)
+    if model is not None and modality is not None:
+        fail("--modality picks a model; it cannot be used with --model")
+    if engine is EngineChoice.local and (ray_address or workers):
+        fail("--ray-address and --workers need --engine ray")
+    spec = EnhancerSpec(model=model, modality=modality, backend=backend.value, precision=precision.value, tile=tile,
+                        overlap=overlap, device=device, threads=threads)
     try:
-        if model is None:
-            enhancer = ModelChooser(modality=modality, report=printer.report, **options)
-        else:
-            if modality is not None:
-                fail("--modality picks a model; it cannot be used with --model")
-            enhancer = Enhancer(model, **options)
+        enhancer = spec.build(report=printer.report)  # on the driver too: a bad model fails before any work
     except MedsrError as exc:
         fail(str(exc))
     printer.scale = enhancer.scale
-    if engine is EngineChoice.local and (ray_address or workers):
-        fail("--ray-address and --workers need --engine ray")
     try:
         if engine is EngineChoice.ray:
-            from ..runtime.cluster import ClusterOptions, EnhancerSpec, run_batch_ray
+            from ..runtime.cluster import ClusterOptions, run_batch_ray
 
-            spec = EnhancerSpec(model=model, modality=modality, **{**options, "threads": threads or 1})
             summary = run_batch_ray(spec, inputs, output, to=to, overwrite=overwrite, skip_existing=skip_existing,
                                     compress=compress.value, uid_root=uid_root, scale=enhancer.scale,
                                     cluster=ClusterOptions(address=ray_address, workers=workers,

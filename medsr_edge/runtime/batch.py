@@ -44,7 +44,8 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM arrived; finished outputs are complete and a re-run resumes."""
 
 
-def _sigterm(signum, frame) -> None:
+def sigterm_as_interrupt(signum, frame) -> None:
+    """SIGTERM handler: stop a batch as Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -138,7 +139,7 @@ def run_batch(enhancer: Enhancer | ModelChooser, inputs: list[str | Path], outpu
     for note in notes:
         report(f"note: {note}")
     created = content_time()
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         for job in (progress(jobs) if progress else jobs):
             record(summary, run_job(enhancer, job, overwrite=overwrite, skip_existing=skip_existing, compress=compress,

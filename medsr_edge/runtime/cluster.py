@@ -26,38 +26,14 @@ from pathlib import Path
 
 from ..core.errors import MedsrError, first_line, printable
 from ..core.files import sweep_stale_temporaries
-from .batch import BatchSummary, Interrupted, Outcome, _sigterm, plan_batch, record, run_job
+from .batch import BatchSummary, Interrupted, Outcome, plan_batch, record, run_job, sigterm_as_interrupt
 from .dicom import content_time
-from .enhancer import Enhancer, ModelChooser
+from .enhancer import Enhancer, EnhancerSpec, ModelChooser
 from .pipeline import Job
 
 RAY_EXTRA = "pip install 'medsr-edge[ray]'"
 WORKER_BASE_BYTES = 512 * 2 ** 20  # a worker process with ONNX Runtime and one student loaded
 CONNECT_TIMEOUT_S = 10.0  # a TCP answer from --ray-address within this, or a one-line error
-
-
-@dataclass(frozen=True, kw_only=True)
-class EnhancerSpec:
-    """What each worker process builds once: ``model`` a shipped name or a path every node can
-    read (None: the family model per image, :class:`.enhancer.ModelChooser`); the rest as
-    :class:`.enhancer.Enhancer`. ``threads``: ONNX Runtime threads per task (default 1: one task
-    per CPU)."""
-
-    model: str | None = None
-    modality: str | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
-    tile: int | None = None
-    overlap: int = 32
-    device: str = "auto"
-    threads: int | None = None
-
-    def build(self, report: Callable[[str], None] = lambda line: None) -> Enhancer | ModelChooser:
-        options = dict(backend=self.backend, precision=self.precision, tile=self.tile, overlap=self.overlap,
-                       device=self.device, threads=self.threads)
-        if self.model is None:
-            return ModelChooser(modality=self.modality, report=report, **options)
-        return Enhancer(self.model, **options)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +186,7 @@ def run_batch_ray(spec: EnhancerSpec, inputs: list[str | Path], output: Path | N
                  created=created or content_time())
     bar = progress(len(jobs)) if progress else None
     told: set[str] = set()
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     _connect(ray, cluster, threads)
     try:
         node_memory = _largest_node_memory(ray)
@@ -267,4 +243,4 @@ def run_batch_ray(spec: EnhancerSpec, inputs: list[str | Path], output: Path | N
     return summary
 
 
-__all__ = ["ClusterOptions", "EnhancerSpec", "RAY_EXTRA", "make_tasks", "memory_needed", "run_batch_ray"]
+__all__ = ["ClusterOptions", "RAY_EXTRA", "make_tasks", "memory_needed", "run_batch_ray"]

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +218,26 @@ class ModelChooser:
             else:
                 self.report(f"note: {where}: {stated or 'no modality'} -> {name}")
         return self.enhancer(name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnhancerSpec:
+    """How to build the enhancer of a batch, picklable (a Ray worker builds it once): ``model`` a
+    shipped name or a path (None: the family model per image, :class:`ModelChooser`); the rest as
+    :class:`Enhancer` (``threads`` None: all cores; the Ray engine runs one per task)."""
+
+    model: str | None = None
+    modality: str | None = None
+    backend: str = "auto"
+    precision: str = "fp32"
+    tile: int | None = None
+    overlap: int = 32
+    device: str = "auto"
+    threads: int | None = None
+
+    def build(self, report: Callable[[str], None] = lambda line: None) -> Enhancer | ModelChooser:
+        options = dict(backend=self.backend, precision=self.precision, tile=self.tile, overlap=self.overlap,
+                       device=self.device, threads=self.threads)
+        if self.model is None:
+            return ModelChooser(modality=self.modality, report=report, **options)
+        return Enhancer(self.model, **options)
