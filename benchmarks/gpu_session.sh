@@ -81,15 +81,14 @@ train teacher-gan "$OUTDIR/$T-gan" "$GAN_ITERS" -- train teacher --stage gan --i
 train distill "$OUTDIR/$S" "$STUDENT_ITERS" -- distill --teacher "$OUTDIR/$T-psnr" --config "$STUDENT_CONFIG" \
   --no-cache-teacher --data "$DATA" --batch "$BATCH" --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --val-every "$VAL_EVERY"
 
-# 4. Exports, checked against PyTorch and (INT8) against ground truth on the val split.
+# 4. Exports, checked against PyTorch and (INT8) against ground truth on the val split; the student's
+#    as one release (safetensors, ONNX FP32, FP16, INT8: `export --format release`).
 CAL=(--calib-data "$DATA_DIR" --calib-split val --overwrite)
 quick export 5 -- bash -c "
   medsr-edge export --model '$OUTDIR/$T-psnr' --format onnx --name $T -o '$W/$T.onnx' ${CAL[*]} &&
   { medsr-edge export --model '$OUTDIR/$T-gan' --format onnx --name $T-gan -o '$W/$T-gan.onnx' ${CAL[*]} \
       2> '$OUTDIR/export-$T-gan.err' || echo 'gpu_session: GAN teacher not exported (see export-$T-gan.err)'; } &&
-  medsr-edge export --model '$OUTDIR/$S' --format onnx --name $S -o '$W/$S.onnx' ${CAL[*]} &&
-  medsr-edge export --model '$OUTDIR/$S' --format onnx-fp16 --name $S -o '$W/$S-fp16.onnx' --overwrite &&
-  medsr-edge export --model '$OUTDIR/$S' --format onnx-int8 --name $S -o '$W/$S-int8.onnx' ${CAL[*]} \
+  medsr-edge export --model '$OUTDIR/$S' --format release --name $S -o '$W' ${CAL[*]} \
     --calib-method minmax --int8-float-convs 3 --max-gt-drop 0.3"
 
 # 5. TensorRT engines (strongly typed, from the FP16 and symmetric-QDQ ONNX).

@@ -10,9 +10,11 @@ split of the other sources. The candidate replaces NAME only when
 - its held-out gain beats the shipped model's by at least ``MIN_HELD_OUT_GAIN`` dB, and
 - it loses at most ``MAX_TEST_DROP`` dB on the test split (a no-regression check; the test split
   alone decides nothing), and
-- its INT8 export passed the export gate (within 0.1 dB of its FP32 on real images).
+- its INT8 export passed the export gate (within 0.1 dB of its FP32 on real images), or neither
+  it nor the shipped model has an INT8 export.
 
-A NAME not shipped yet is released from RUN (every export must pass), its scores recorded.
+A NAME not shipped yet is released from RUN, its scores recorded. The exports are those of
+`medsr-edge export --format release` (one function, medsr_edge.export.exporter.export_release).
 
 Either way the comparison goes to ``docs/promotions/NAME.json``; on promotion every artifact of NAME
 (ONNX FP32, FP16, INT8, safetensors) is replaced at once, and the cards are rebuilt with
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,15 +39,13 @@ WEIGHTS = ROOT / "medsr_edge" / "weights"
 MAX_INT8_DROP = 0.1  # dB, the export gate's bound; checked again here on the held-out images
 
 
-def export_all(run: str, name: str, out: Path, data: str) -> None:
-    """Every artifact of ``name`` from ``run`` into ``out``; raises CalledProcessError on a refusal."""
-    x = ["--name", name, "--overwrite"]
-    cal = ["--calib-data", data, "--calib-split", "val"]
-    for fmt, file, extra in (("onnx", f"{name}.onnx", cal), ("pytorch", f"{name}.safetensors", []),
-                             ("onnx-fp16", f"{name}-fp16.onnx", []),
-                             ("onnx-int8", f"{name}-int8.onnx", [*cal, "--calib-method", "minmax", "--int8-float-convs", "3"])):
-        subprocess.run(["medsr-edge", "export", "--model", run, "--format", fmt, "-o", str(out / file), *x, *extra],
-                       check=True, stdout=subprocess.DEVNULL)
+def export_all(run: str, name: str, out: Path, data: str) -> dict[str, str]:
+    """Every released format of ``name`` from ``run`` into ``out`` (medsr_edge.export.exporter.
+    export_release, as `medsr-edge export --format release` does): {format: file, or "refused: why"}."""
+    from medsr_edge.export.exporter import ExportOptions, export_release
+
+    opts = ExportOptions(name=name, calib_data=Path(data), calib_split="val", calib_method="minmax", int8_float_convs=3)
+    return export_release(run, out, opts, report=lambda line: None)
 
 
 def scores(weights: Path, name: str, data: str, scale: int, held_out: list[str], threads: int) -> dict:
@@ -63,9 +62,15 @@ def scores(weights: Path, name: str, data: str, scale: int, held_out: list[str],
 
 
 def decide(candidate: dict, shipped: dict) -> tuple[bool, str]:
+    """The rule of the module docstring. A candidate whose INT8 its gate refused cannot replace a
+    shipped model that has one (users of --precision int8 would lose it)."""
     up = candidate["held_out"]["gain"] - shipped["held_out"]["gain"]
     drop = shipped["test"]["gain"] - candidate["test"]["gain"]
-    int8_drop = candidate["held_out"]["gain"] - candidate.get("held_out_int8_gain", candidate["held_out"]["gain"])
+    if "held_out_int8_gain" not in candidate:
+        why = f"held-out {up:+.3f} dB, test {-drop:+.3f} dB, no INT8"
+        ok = "held_out_int8_gain" not in shipped and up >= MIN_HELD_OUT_GAIN and drop <= MAX_TEST_DROP
+        return ok, why + ("" if "held_out_int8_gain" not in shipped else " (the shipped model has one)")
+    int8_drop = candidate["held_out"]["gain"] - candidate["held_out_int8_gain"]
     why = f"held-out {up:+.3f} dB, test {-drop:+.3f} dB, INT8 -{int8_drop:.3f} dB vs its FP32"
     ok = up >= MIN_HELD_OUT_GAIN and drop <= MAX_TEST_DROP and int8_drop <= MAX_INT8_DROP
     return ok, why
@@ -83,7 +88,7 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         cand, ship = Path(tmp) / "candidate", Path(tmp) / "shipped"
         cand.mkdir(), ship.mkdir()
-        export_all(run, name, cand, data)
+        released = export_all(run, name, cand, data)
         for folder in (cand, ship):  # the weights folder of a bench holds its teacher (as heldout.py's)
             shutil.copy(WEIGHTS / f"teacher-x{scale}.onnx", folder)
         for f in WEIGHTS.glob(f"{name}*.onnx"):
@@ -91,7 +96,7 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
                 shutil.copy(f, ship)
         result = {"run": run, "name": name, "rule": {"min_held_out_gain_db": MIN_HELD_OUT_GAIN,
                                                      "max_test_drop_db": MAX_TEST_DROP, "max_int8_drop_db": MAX_INT8_DROP},
-                  "held_out_sources": held_out,
+                  "held_out_sources": held_out, "released": released,
                   "candidate": scores(cand, name, data, scale, held_out, threads)}
         if (ship / f"{name}.onnx").is_file():
             result["shipped"] = scores(ship, name, data, scale, held_out, threads)
@@ -102,6 +107,8 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
         if ok:
             for f in cand.glob(f"{name}*"):
                 shutil.copy(f, WEIGHTS / f.name)
+            if released["onnx-int8"].startswith("refused"):  # never an INT8 of another run beside the new FP32
+                (WEIGHTS / f"{name}-int8.onnx").unlink(missing_ok=True)
     out = ROOT / "docs" / "promotions" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

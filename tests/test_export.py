@@ -160,3 +160,44 @@ def test_int8_refuses_a_local_defect_that_the_mean_checks_pass(student_ckpt, tmp
     with pytest.raises(ModelError, match="1 output pixel in 10,000"):
         quantize_int8(fp32, tmp_path / "never.onnx", calib, max_local_diff=worst * 0.9, **lenient)
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_release_writes_every_released_format_or_nothing(student_ckpt, phantom_dir, tmp_path):
+    """`export --format release` writes the table's released formats under the shipped names, each
+    verified; an INT8 its gate refuses is left out (and an older INT8 of that name removed, so FP32
+    and INT8 never come from two runs); any other refusal leaves the folder as it was."""
+    from typer.testing import CliRunner
+
+    from medsr_edge.cli.main import app
+    from medsr_edge.core.formats import RELEASED, artifact_name
+
+    runner = CliRunner()
+    common = ["export", "--model", str(student_ckpt), "--format", "release", "--name", "student-t",
+              "--calib-data", str(phantom_dir), "--calib-split", "val", "--calib-images", "4"]
+    out = tmp_path / "weights"
+    res = runner.invoke(app, [*common, "-o", str(out), "--max-gt-drop", "5", "--min-psnr-vs-fp32", "10",
+                              "--max-local-diff", "1"])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(artifact_name("student-t", f) for f in RELEASED) and len(names) == 4
+    assert get_metadata(onnx.load(str(out / "student-t-int8.onnx")))["precision"] == "int8"
+    assert load_model(out / "student-t.safetensors")[2]["model_name"] == "student-t"
+
+    # INT8 refused by its gate: the rest is released, the older INT8 is gone.
+    fp32_before = (out / "student-t.onnx").stat().st_mtime_ns
+    res = runner.invoke(app, [*common, "-o", str(out), "--overwrite", "--min-psnr-vs-fp32", "200"])
+    assert res.exit_code == 0 and "onnx-int8 refused by its gate" in res.output, res.output
+    assert not (out / "student-t-int8.onnx").exists() and (out / "student-t.onnx").stat().st_mtime_ns != fp32_before
+    assert not list(out.glob(".release-*"))
+
+    # Any other refusal (here an existing file without --overwrite, or a bad checkpoint) changes nothing.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = runner.invoke(app, [*common, "-o", str(out)])
+    assert res.exit_code == 2 and "output exists" in res.stderr, res.output
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    res = runner.invoke(app, [*common[:2], str(bad), *common[3:], "-o", str(out), "--overwrite"])
+    assert res.exit_code == 2 and "Traceback" not in res.stderr, res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    res = runner.invoke(app, [*common[:-6], "-o", str(tmp_path / "nocal")])
+    assert res.exit_code == 2 and "--calib-data" in res.stderr, res.output

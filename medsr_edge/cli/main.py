@@ -550,8 +550,8 @@ def distill(
 @app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Shipped name (student-x4) or checkpoint (model.safetensors or training folder)."),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnx-fp16 | onnx-int8 | engine (with --precision) | engine-fp16 | engine-int8 | pytorch (safetensors; --precision fp16 halves it)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: MODEL<suffix> here)."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnx-fp16 | onnx-int8 | engine (with --precision) | engine-fp16 | engine-int8 | pytorch (safetensors; --precision fp16 halves it) | release (every file a shipped model has: safetensors, ONNX FP32, FP16, INT8, into the -o folder, named after --name)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: MODEL<suffix> here); the folder for --format release."),
     precision: Optional[PrecisionChoice] = typer.Option(None, help="For --format engine: fp16 or int8."),
     calib_data: Optional[Path] = typer.Option(None, help="Real images for INT8 calibration and checks (folder)."),
     calib_split: Optional[str] = typer.Option(None, help="Only files in folders of this name, e.g. val."),
@@ -572,9 +572,10 @@ def export(
     """Export a checkpoint to ONNX / ONNX FP16 / ONNX INT8 (QDQ) / TensorRT engine, verified on the way."""
     _setup_logging(True)
     with needs("export", "export"):
-        from ..export.exporter import ExportOptions, export_model
+        from ..export.exporter import ExportOptions, export_model, export_release
+    release = format == "release"
     try:
-        opts = ExportOptions(output=output, precision=precision.value if precision else None, calib_data=calib_data,
+        opts = ExportOptions(output=None if release else output, precision=precision.value if precision else None, calib_data=calib_data,
                              calib_split=calib_split, calib_method=calib_method, calib_images=calib_images,
                              max_gt_drop=max_gt_drop, min_psnr_vs_fp32=min_psnr_vs_fp32, max_local_diff=max_local_diff,
                              int8_float_convs=int8_float_convs, int8_reference=int8_reference, opset=opset,
@@ -582,6 +583,12 @@ def export(
     except MedsrError as exc:
         fail(str(exc))
     try:
+        if release:
+            written = export_release(model, output or Path("."), opts, report=typer.echo)
+            refused = [f for f, v in written.items() if v.startswith("refused")]
+            typer.echo(f"release {opts.name}: {', '.join(v for v in written.values() if not v.startswith('refused'))}"
+                       + (f" ({', '.join(refused)} refused by its gate, not written)" if refused else ""))
+            return
         out = export_model(model, format, opts, report=typer.echo)
     except (MedsrError, ValueError) as exc:
         fail(str(exc))

@@ -26,6 +26,10 @@ class ModelError(MedsrError):
     """A model file that cannot be used (missing, corrupt, wrong scale/channels, foreign engine)."""
 
 
+class Int8Refused(ModelError):
+    """An INT8 export that its gate refused (too far from FP32 or from ground truth); nothing written."""
+
+
 class BackendUnavailable(MedsrError):
     """A backend whose package or device is not present (names the package to install)."""
 

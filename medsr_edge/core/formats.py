@@ -13,16 +13,20 @@ class Format:
     suffix: str  # file name ending
     backend: str  # runtime backend that opens it
     precision: str  # fp32 | fp16 | int8
+    released: bool  # a release (``export --format release``) writes it; engines are built on the target
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("pytorch", ".safetensors", "torch", "fp32"),
-    Format("onnx", ".onnx", "onnxruntime", "fp32"),
-    Format("onnx-fp16", "-fp16.onnx", "onnxruntime", "fp16"),
-    Format("onnx-int8", "-int8.onnx", "onnxruntime", "int8"),
-    Format("engine-fp16", "-fp16.engine", "tensorrt", "fp16"),
-    Format("engine-int8", "-int8.engine", "tensorrt", "int8"),
+    Format("pytorch", ".safetensors", "torch", "fp32", True),
+    Format("onnx", ".onnx", "onnxruntime", "fp32", True),
+    Format("onnx-fp16", "-fp16.onnx", "onnxruntime", "fp16", True),
+    Format("onnx-int8", "-int8.onnx", "onnxruntime", "int8", True),
+    Format("engine-fp16", "-fp16.engine", "tensorrt", "fp16", False),
+    Format("engine-int8", "-int8.engine", "tensorrt", "int8", False),
 )
+
+RELEASED: tuple[Format, ...] = tuple(f for f in FORMATS if f.released)
+
 
 def get_format(name: str) -> Format:
     for f in FORMATS:

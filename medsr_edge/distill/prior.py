@@ -82,3 +82,9 @@ def write_prior(out: str | Path, dead_leaves_count: int = 64, size: int = 384, s
     for name, im in greys.items():
         Image.fromarray(im).save(photos / f"{name}.png")
     return {"prior/dead-leaves": dead_leaves_count, "prior/skimage": len(greys)}
+
+
+if __name__ == "__main__":  # python -m medsr_edge.distill.prior OUT: the data folder for --data OUT
+    import sys
+
+    print(write_prior(sys.argv[1]))

@@ -10,14 +10,15 @@ and written atomically; nothing is written when a check fails.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..core.errors import BackendUnavailable, ModelError
+from ..core.errors import BackendUnavailable, Int8Refused, ModelError
 from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
-from ..core.formats import get_format
+from ..core.formats import RELEASED, artifact_name, get_format
 from ..models.checkpoint import load_model, read_metadata, save_model
 from .onnx_export import export_onnx, get_metadata, resolve_checkpoint
 from .quantize import LOCAL_DIFF_LIMIT, convert_fp16, load_calibration_set, quantize_int8
@@ -141,6 +142,49 @@ def export_model(model: str | Path, format: str, opts: ExportOptions,
         elif fmt.backend == "tensorrt":
             _build_engine(fp32, out, fmt.precision, base, Path(tmp), calib, opts, q, report)
     return out
+
+
+def export_release(model: str | Path, folder: Path, opts: ExportOptions,
+                   report: Callable[[str], None] = print) -> dict[str, str]:
+    """Every format a release ships (the table's ``released`` rows: FP32 safetensors, ONNX FP32,
+    FP16, INT8) of ``model`` into ``folder``, named as the weights folder names them
+    (``NAME.onnx``, ``NAME-int8.onnx`` ...; NAME is ``opts.name``). All are exported and verified
+    first, then moved in together, so the folder never holds a mix of two releases. Returns
+    {format: file name}, or for an INT8 export its gate refused {"onnx-int8": "refused: <reason>"}:
+    that model ships without INT8 (an older NAME-int8.onnx in the folder is removed). Any other
+    refusal raises (ModelError, BackendUnavailable) and the folder is left as it was."""
+    if not opts.name:
+        raise ModelError("--format release needs --name (the shipped name, e.g. student-x4)")
+    if opts.output is not None:
+        raise ModelError("export_release: the folder is its own argument; leave ExportOptions.output unset")
+    if opts.precision is not None:
+        raise ModelError("--format release writes each format at its own precision: leave --precision out")
+    if opts.calib_data is None:
+        raise ModelError("a release includes INT8, calibrated on real images: pass --calib-data DIR (e.g. "
+                         "../shared/data with --calib-split val)")
+    folder = Path(folder)
+    targets = {fmt: folder / artifact_name(opts.name, fmt) for fmt in RELEASED}
+    for out in targets.values():
+        check_output(out, resolve_checkpoint(model), opts.overwrite)
+    written: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".release-") as tmp:
+        for fmt, out in targets.items():
+            try:
+                export_model(model, fmt.name, replace(opts, output=Path(tmp) / out.name), report)
+            except Int8Refused as exc:
+                if fmt.precision != "int8":
+                    raise
+                report(f"{fmt.name} refused by its gate, released without it: {exc}")
+                written[fmt.name] = f"refused: {exc}"
+                continue
+            written[fmt.name] = out.name
+        for fmt, out in targets.items():
+            if written[fmt.name].startswith("refused"):
+                out.unlink(missing_ok=True)
+            else:
+                os.replace(Path(tmp) / out.name, out)
+                report(f"{out} ({out.stat().st_size / 1e6:.2f} MB, {fmt.name})")
+    return written
 
 
 def fidelity_check(ckpt: Path, name: str, opts: ExportOptions) -> str:

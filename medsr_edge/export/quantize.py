@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from ..core.degradation import crop_to_multiple
-from ..core.errors import ModelError
+from ..core.errors import Int8Refused, ModelError
 from ..core.files import atomic_write
 from ..core.metrics import psnr
 from .onnx_export import get_metadata, set_metadata
@@ -266,12 +266,12 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calib: CalibrationSet,
         log.info("INT8 (%s, %d float nodes): %.2f dB vs FP32, %.3f dB vs GT (FP32 %.3f)", method, len(excluded),
                  vs_fp32, int8_gt, fp32_gt)
         if fp32_gt - int8_gt > max_gt_drop_db or vs_fp32 < min_psnr_vs_fp32:
-            raise ModelError(f"{out}: INT8 loses {fp32_gt - int8_gt:.2f} dB against ground truth (limit {max_gt_drop_db}) "
+            raise Int8Refused(f"{out}: INT8 loses {fp32_gt - int8_gt:.2f} dB against ground truth (limit {max_gt_drop_db}) "
                              f"and is {vs_fp32:.1f} dB from FP32 (limit {min_psnr_vs_fp32}); nothing written. Try more "
                              "--int8-float-convs, more calibration images, or an INT8-aware fine-tune "
                              "(medsr-edge train student --init RUN --int8-aware N) exported with --int8-float-convs N")
         if local > max_local_diff:
-            raise ModelError(f"{out}: INT8 changes more than 1 output pixel in 10,000 by over {max_local_diff} of the range "
+            raise Int8Refused(f"{out}: INT8 changes more than 1 output pixel in 10,000 by over {max_local_diff} of the range "
                              f"(worst check image: {local:.3f}); nothing written. Try --calib-method minmax (it does not "
                              "clip bright structures) or more --int8-float-convs"
                              + (f"; the comparison is with {Path(reference).name}, so the fine-tune's own changes to the "
