@@ -63,6 +63,20 @@ def test_int8_keeps_the_tail_input_in_float_for_reppfanet(tmp_path):
     assert kept.count("/fuse/Conv") == 1 and len(set(kept)) == len(kept)
 
 
+def test_int8_keeps_the_sinc_anchor_and_the_tail_in_float(tmp_path):
+    """A sinc anchor's output is added to the result as it is: its convolution stays float, and it
+    does not take the place of the tail as "the last convolution" (which stays float too)."""
+    from medsr_edge.export.quantize import float_nodes
+
+    cfg = {"name": "student-sinc", "type": "RepPFANet", "num_feat": 8, "num_block": 2, "expand": 2, "anchor": "sinc",
+           "scale": 4}
+    ckpt = save_model(tmp_path / "run" / "model.safetensors", build_model(cfg), cfg, {"scale": 4, "iterations": 1})
+    fp32, _ = export_onnx(ckpt, tmp_path / "p.onnx")
+    kept = float_nodes(onnx.load(str(fp32)), 1)
+    assert "/anchor/Conv" in kept and "/tail/fused/Conv" in kept and "/head/fused/Conv" in kept
+    assert "/body.0/c1/fused/Conv" in kept and "/body.0/c2/fused/Conv" not in kept
+
+
 def test_int8_and_fp16(student_ckpt, tmp_path):
     fp32, _ = export_onnx(student_ckpt, tmp_path / "s.onnx")
     hrs = [phantom(64, seed=s) for s in range(8)]

@@ -25,7 +25,7 @@ def test_repconv_fused_equals_branched(in_ch, out_ch):
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-@pytest.mark.parametrize("config", ["student-fast", "student", "student-quality", "student-v1"])
+@pytest.mark.parametrize("config", ["student-fast", "student", "student-quality", "student-v1", "student-sinc"])
 def test_student_reparameterized_equals_training_form(scale, config):
     """In float64, so the comparison sees the folding and not float32 rounding (the attention
     products of RepPFANet amplify values, and with them rounding, well past 1e-5)."""
@@ -60,6 +60,40 @@ def test_pfa_student_starts_as_pixel_replication():
     x = torch.rand(1, 1, 7, 9)
     near = x.repeat_interleave(4, 2).repeat_interleave(4, 3)
     assert torch.equal(net(x), near)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_sinc_anchor_interpolates_a_band_limited_signal_on_the_bicubic_grid(scale):
+    """The sinc student starts as its anchor: a fixed windowed-sinc interpolation. On a smooth
+    cosine sampled at LR pixel centres it must give the cosine at the HR pixel centres (LR pixel j
+    at HR s*j + (s-1)/2, sub-pixels in pixel-shuffle order) away from the replicated edges, and a
+    flat image stays flat. A wrong phase, order or sign is off by far more than the tolerance."""
+    import numpy as np
+
+    net = build_model("student-sinc", scale=scale).double().eval()
+    n = 64
+    f = 0.11  # cycles per LR pixel, well below Nyquist (0.5)
+    lr_y, lr_x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    signal = lambda y, x: 0.5 + 0.3 * np.cos(2 * np.pi * f * y + 0.7) * np.cos(2 * np.pi * 0.07 * x - 0.4)  # noqa: E731
+    lr = torch.from_numpy(signal(lr_y, lr_x))[None, None]
+    hr_coord = (np.arange(n * scale) - (scale - 1) / 2) / scale  # HR pixel centres in LR pixel units
+    hy, hx = np.meshgrid(hr_coord, hr_coord, indexing="ij")
+    want = signal(hy, hx)
+    got = net(lr)[0, 0].detach().numpy()
+    m = 12 * scale  # away from the edges, where the anchor replicates
+    assert np.abs(got[m:-m, m:-m] - want[m:-m, m:-m]).max() < 5e-3
+    nearest = lr.repeat_interleave(scale, 2).repeat_interleave(scale, 3)[0, 0].numpy()
+    assert np.abs(nearest[m:-m, m:-m] - want[m:-m, m:-m]).max() > 5e-2  # the test tells them apart
+    flat = torch.full((1, 1, 9, 11), 0.3, dtype=torch.float64)
+    assert torch.allclose(net(flat), torch.full((1, 1, 9 * scale, 11 * scale), 0.3, dtype=torch.float64))
+
+
+def test_sinc_student_takes_every_tensor_of_a_nearest_student():
+    """The anchor is fixed and not stored, so a trained default student's weights fit the sinc
+    student exactly (``train student --config student-sinc --body-from RUN``)."""
+    a, b = build_model("student", scale=4), build_model("student-sinc", scale=4)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    b.load_state_dict(_perturb(a).state_dict(), strict=True)
 
 
 def test_student_family_budgets():

@@ -128,15 +128,18 @@ def float_nodes(model: onnx.ModelProto, extra_convs: int = 0) -> list[str]:
     tensor it carried half of RepPFANet's INT8 loss. The output of a medical SR model must not pass
     through an 8-bit tensor either: 16-bit images would band. Each extra float convolution lowers
     the 8-bit noise floor (the early features carry it through every later layer) at some cost in
-    speed."""
+    speed. A sinc anchor's nodes (``/anchor/...``) stay float too: its output is added to the
+    result as it is."""
     nodes = list(model.graph.node)
-    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    anchor = [n.name for n in nodes if n.name.startswith("/anchor/")]  # the fixed sinc interpolation
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv" and n.name not in anchor]
     if not convs:
         return []
     last = nodes[convs[-1]]
     feeding = [n.name for n in nodes[:convs[-1]] if last.input[0] in n.output and n.name and n.name != nodes[convs[0]].name]
     early = [nodes[i].name for i in convs[1:1 + extra_convs] if i != convs[-1] and nodes[i].name not in feeding]
-    return [nodes[convs[0]].name] + early + feeding + [n.name for n in nodes[convs[-1]:] if n.name]
+    after = [n.name for n in nodes[convs[-1]:] if n.name and n.name not in anchor]
+    return [nodes[convs[0]].name] + early + feeding + after + anchor
 
 
 def keep_float_tensors_float(model: onnx.ModelProto) -> int:

@@ -30,6 +30,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "student-fast": {"type": "RepPFANet", "num_feat": 32, "num_block": 2, "expand": 2},
     "student": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-quality": {"type": "RepPFANet", "num_feat": 32, "num_block": 8, "expand": 2},
+    # The default size over a windowed-sinc anchor instead of pixel replication (reppfa_arch.py).
+    "student-sinc": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2, "anchor": "sinc"},
     # The first student (plain RepConv trunk, ReLU), kept for the models trained with it.
     "student-v1": {"type": "RepSRNet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-tiny": {"type": "RepSRNet", "num_feat": 8, "num_block": 1, "expand": 2},

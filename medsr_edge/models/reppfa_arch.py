@@ -10,16 +10,21 @@ What it takes from where, per FLOP:
   element-wise ops that TensorRT and ONNX Runtime fuse into the convolutions around them.
 - RLFN / IMDN: features from early and late blocks are concatenated and mixed by one 1x1
   convolution before the reconstruction, so low-level detail reaches the output directly.
-- The nearest-neighbour anchor (ECBSR, ABPN): the input repeated scale^2 times is added before
-  the pixel shuffle, so the network learns only the residual over pixel replication.
+- The anchor (ECBSR, ABPN): an interpolation of the input, as scale^2 sub-pixel channels, is added
+  before the pixel shuffle, so the network learns only the residual over it. ``nearest`` repeats
+  the input (pixel replication); ``sinc`` is a fixed windowed-sinc interpolation
+  (:class:`SincAnchor`), close to the zero-filled k-space interpolation an MR scanner does.
 
-Deployed graph: Conv, SiLU (x * sigmoid(x)), Sigmoid, Sub, Mul, Add, Concat, DepthToSpace.
+Deployed graph: Conv, SiLU (x * sigmoid(x)), Sigmoid, Sub, Mul, Add, Concat, DepthToSpace (and for
+the sinc anchor a Pad, edge mode).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .student_arch import Reparameterizable, RepConv
 
@@ -42,23 +47,60 @@ class PFABlock(nn.Module):
         return (h + x) * (torch.sigmoid(h) - 0.5)
 
 
+def sinc_taps(scale: int, radius: int) -> np.ndarray:
+    """1-D interpolation taps, shape (scale, 2*radius+1): row p gives HR sub-pixel p of LR pixel i
+    from LR pixels i-radius..i+radius. The HR sample sits ``(p - (scale-1)/2) / scale`` LR pixels
+    from i (the bicubic grid convention of :mod:`medsr_edge.core.degradation`); the taps are
+    ``sinc`` under a Lanczos window of ``radius + 1`` lobes, normalised to sum to 1 (flat stays flat)."""
+    k = np.arange(-radius, radius + 1)
+    rows = []
+    for p in range(scale):
+        x = (p - (scale - 1) / 2) / scale - k
+        w = np.sinc(x) * np.sinc(x / (radius + 1))
+        rows.append(w / w.sum())
+    return np.stack(rows)
+
+
+class SincAnchor(nn.Module):
+    """A fixed windowed-sinc interpolation of a 1-channel input as ``scale^2`` sub-pixel channels
+    (pixel-shuffle order), edges replicated. Not trained and not stored: the kernel follows from
+    ``scale`` and ``radius`` (LR pixels)."""
+
+    def __init__(self, scale: int, radius: int = 8) -> None:
+        super().__init__()
+        if radius < 1:
+            raise ValueError("anchor_radius must be >= 1")
+        t = torch.from_numpy(sinc_taps(scale, radius)).float()
+        kernel = torch.einsum("ai,bj->abij", t, t).reshape(scale * scale, 1, 2 * radius + 1, 2 * radius + 1)
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), self.kernel)
+
+
 class RepPFANet(Reparameterizable, nn.Module):
     """Student generator: RepConv head, ``num_block`` :class:`PFABlock`, 1x1 fusion of the head,
     first-block and last-block features, a RepConv to ``scale^2`` channels, the anchor residual and
-    a pixel shuffle.
+    a pixel shuffle. ``anchor``: ``nearest`` or ``sinc`` (1-channel only; ``anchor_radius`` LR px).
 
     Input (N, 1, H, W) in [0, 1]; output (N, 1, H*scale, W*scale), not clamped. Receptive
-    radius: 3 * num_block + 2 input pixels.
+    radius: 3 * num_block + 2 input pixels (or the sinc anchor's radius if larger).
     """
 
     def __init__(self, num_in_ch: int = 1, num_out_ch: int = 1, scale: int = 4,
-                 num_feat: int = 32, num_block: int = 4, expand: int = 2) -> None:
+                 num_feat: int = 32, num_block: int = 4, expand: int = 2, anchor: str = "nearest",
+                 anchor_radius: int = 8) -> None:
         super().__init__()
         if num_in_ch != num_out_ch:
             raise ValueError("the anchor residual needs num_in_ch == num_out_ch")
         if num_block < 1:
             raise ValueError("num_block must be >= 1")
+        if anchor not in ("nearest", "sinc") or (anchor == "sinc" and num_in_ch != 1):
+            raise ValueError(f"anchor {anchor!r}: use nearest, or sinc for 1-channel networks")
         self.scale = scale
+        self.anchor = SincAnchor(scale, anchor_radius) if anchor == "sinc" else None
         self.head = RepConv(num_in_ch, num_feat, expand)
         self.body = nn.ModuleList(PFABlock(num_feat, expand) for _ in range(num_block))
         self.fuse = nn.Conv2d(num_feat * 3, num_feat, 1)
@@ -77,5 +119,8 @@ class RepPFANet(Reparameterizable, nn.Module):
             out = block(out)
         out = self.tail(self.fuse(torch.cat([feat, first, out], 1)))
         s2 = self.scale * self.scale
-        anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
+        if self.anchor is not None:
+            anchor = self.anchor(x)
+        else:
+            anchor = x.repeat(1, s2, 1, 1) if self.head.in_ch == 1 else torch.repeat_interleave(x, s2, dim=1)
         return self.shuffle(out + anchor)
