@@ -4,7 +4,7 @@ test split and on the sources its training left out (from the run's metadata).
 
     python benchmarks/physics_eval.py --run runs/student-x4-mr --family mr --json docs/physics-mr.json
 
-Rows per setting: bicubic, Lanczos, zero-filled k-space (MR), the default student-x4 and the family
+Rows per setting: bicubic, Lanczos, windowed sinc, zero-filled k-space (MR), the default student-x4 and the family
 model, all FP32 ONNX; gains over bicubic in dB (mean over images of each source, then sources).
 """
 

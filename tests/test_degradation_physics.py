@@ -121,7 +121,33 @@ def test_bench_under_mr_physics_adds_the_scanner_baselines(phantom_dir):
     plain = bm.load_bench_images(phantom_dir, S, split="test")
     assert not np.allclose(images[0].lr, plain[0].lr, atol=1e-3)
     rows = bm.run_benchmark(images, S, [], ["onnxruntime"], latency_rounds=0, baselines=bm.baselines_for("mr-kspace"))
-    assert [r.name for r in rows] == ["bicubic", "lanczos", "zero-filled"]
-    assert bm.baselines_for("bicubic") == () and bm.baselines_for("ct-kernel") == ("lanczos",)
+    assert [r.name for r in rows] == ["bicubic", "lanczos", "sinc", "zero-filled"]
+    assert bm.baselines_for("bicubic") == () and bm.baselines_for("ct-kernel") == ("lanczos", "sinc")
     with pytest.raises(MedsrError, match="physics"):
-        bm.load_bench_images(phantom_dir, S, degradation="sinc")
+        bm.load_bench_images(phantom_dir, S, degradation="gibbs")
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_sinc_interpolation_is_the_sinc_students_anchor(scale):
+    """upscale_sinc (numpy, the bench's "sinc" row) is what student-sinc starts from (its residual
+    zero at initialisation), on a non-square image with edges; and it interpolates a smooth
+    signal far better than bicubic on the same grid."""
+    torch = pytest.importorskip("torch")
+    from medsr_edge.core.degradation import upscale_bicubic, upscale_sinc
+    from medsr_edge.models import build_model
+
+    rng = np.random.default_rng(0)
+    lr = rng.random((19, 27)).astype(np.float32)
+    net = build_model("student-sinc", scale=scale).double().eval()
+    with torch.no_grad():
+        want = net(torch.from_numpy(lr.astype(np.float64))[None, None])[0, 0].numpy()
+    assert np.abs(upscale_sinc(lr, scale) - want).max() < 1e-5
+    n, f = 64, 0.3  # cycles per LR pixel: below Nyquist (0.5), where bicubic already blurs
+    y = np.arange(n)
+    lr = (0.5 + 0.3 * np.cos(2 * np.pi * f * y))[:, None] * np.ones((1, n))
+    hr_y = (np.arange(n * scale) - (scale - 1) / 2) / scale
+    truth = (0.5 + 0.3 * np.cos(2 * np.pi * f * hr_y))[:, None] * np.ones((1, n * scale))
+    m = 12 * scale
+    err_sinc = np.abs(upscale_sinc(lr, scale) - truth)[m:-m, m:-m].max()
+    err_bicubic = np.abs(upscale_bicubic(lr.astype(np.float32), scale) - truth)[m:-m, m:-m].max()
+    assert err_sinc < 5e-3 and err_sinc < err_bicubic / 10

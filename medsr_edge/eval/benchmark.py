@@ -27,6 +27,7 @@ from ..core.degradation import (
     kspace_upsample,
     upscale_bicubic,
     upscale_lanczos,
+    upscale_sinc,
 )
 from ..core.errors import MedsrError, first_line
 from ..core.fidelity import FIDELITY_MARGIN_DB, fidelity_failures, is_gan_model
@@ -271,15 +272,17 @@ def default_rows(models: list[str], backends: list[str]) -> list[tuple[str, Form
     return rows
 
 
-BASELINES = {"lanczos": upscale_lanczos, "zero-filled": kspace_upsample}  # interpolation rows besides bicubic
+# Interpolation rows besides bicubic. "sinc" is the anchor student-sinc adds its residual to.
+BASELINES = {"lanczos": upscale_lanczos, "sinc": upscale_sinc, "zero-filled": kspace_upsample}
 
 
 def baselines_for(degradation: str) -> tuple[str, ...]:
-    """The interpolation rows of a bench under ``degradation``: none for bicubic; Lanczos for the
-    acquisition models, and zero-filled k-space (what an MR scanner does) for mr-kspace and physics."""
+    """The interpolation rows of a bench under ``degradation``: none for bicubic; Lanczos and
+    windowed sinc for the acquisition models, and zero-filled k-space (what an MR scanner does)
+    for mr-kspace and physics."""
     if degradation == "bicubic":
         return ()
-    return ("lanczos", "zero-filled") if degradation in ("mr-kspace", "physics") else ("lanczos",)
+    return ("lanczos", "sinc", "zero-filled") if degradation in ("mr-kspace", "physics") else ("lanczos", "sinc")
 
 
 def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backends: list[str],
@@ -291,7 +294,7 @@ def run_benchmark(images: list[BenchImage], scale: int, models: list[str], backe
     ``fid``: a :class:`medsr_edge.eval.fid.FrechetScorer` to add an FID per row, or None;
     ``fd_vgg16``: a :class:`medsr_edge.eval.fd_vgg16.VGG16FrechetScorer`, or None;
     ``frd``: a :class:`medsr_edge.eval.frd.FRDScorer`, or None. ``baselines``: more
-    interpolation rows after bicubic, from :data:`BASELINES` (``lanczos``, ``zero-filled``)."""
+    interpolation rows after bicubic, from :data:`BASELINES` (``lanczos``, ``sinc``, ``zero-filled``)."""
     from ..runtime.enhancer import Enhancer
 
     rows: list[Row] = []

@@ -21,11 +21,11 @@ the sinc anchor a Pad, edge mode).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.degradation import sinc_taps
 from .student_arch import Reparameterizable, RepConv
 
 
@@ -47,29 +47,14 @@ class PFABlock(nn.Module):
         return (h + x) * (torch.sigmoid(h) - 0.5)
 
 
-def sinc_taps(scale: int, radius: int) -> np.ndarray:
-    """1-D interpolation taps, shape (scale, 2*radius+1): row p gives HR sub-pixel p of LR pixel i
-    from LR pixels i-radius..i+radius. The HR sample sits ``(p - (scale-1)/2) / scale`` LR pixels
-    from i (the bicubic grid convention of :mod:`medsr_edge.core.degradation`); the taps are
-    ``sinc`` under a Lanczos window of ``radius + 1`` lobes, normalised to sum to 1 (flat stays flat)."""
-    k = np.arange(-radius, radius + 1)
-    rows = []
-    for p in range(scale):
-        x = (p - (scale - 1) / 2) / scale - k
-        w = np.sinc(x) * np.sinc(x / (radius + 1))
-        rows.append(w / w.sum())
-    return np.stack(rows)
-
-
 class SincAnchor(nn.Module):
     """A fixed windowed-sinc interpolation of a 1-channel input as ``scale^2`` sub-pixel channels
-    (pixel-shuffle order), edges replicated. Not trained and not stored: the kernel follows from
-    ``scale`` and ``radius`` (LR pixels)."""
+    (pixel-shuffle order), edges replicated: :func:`medsr_edge.core.degradation.upscale_sinc`
+    before the shuffle. Not trained and not stored: the kernel follows from ``scale`` and
+    ``radius`` (LR pixels)."""
 
     def __init__(self, scale: int, radius: int = 8) -> None:
         super().__init__()
-        if radius < 1:
-            raise ValueError("anchor_radius must be >= 1")
         t = torch.from_numpy(sinc_taps(scale, radius)).float()
         kernel = torch.einsum("ai,bj->abij", t, t).reshape(scale * scale, 1, 2 * radius + 1, 2 * radius + 1)
         self.register_buffer("kernel", kernel, persistent=False)
