@@ -57,7 +57,8 @@ def wait(cond, timeout: float, what: str):
 
 
 class OrthancServer:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: dict | None = None) -> None:
+        """``tls``: Orthanc's DICOM TLS keys (DicomTlsCertificate ...): its DICOM port is then TLS only."""
         self.dicom_port, self.http_port = free_port(), free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,8 @@ class OrthancServer:
             "Name": "test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "DicomAet": "ORTHANC", "DicomPort": self.dicom_port, "HttpPort": self.http_port,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
-            "Plugins": [], "HttpServerEnabled": True, "DicomServerEnabled": True}))
+            "Plugins": [], "HttpServerEnabled": True, "DicomServerEnabled": True,
+            **({"DicomTlsEnabled": True, **tls} if tls else {})}))
         self.proc = None
 
     def start(self) -> None:
@@ -269,7 +271,8 @@ def test_an_address_outside_the_allow_list_is_refused(tmp_path, orthanc, tiny_on
 
 
 def _pki(folder: Path) -> dict[str, Path]:
-    """A throwaway CA, and a node and a modality certificate it signed (openssl, 1 day)."""
+    """A throwaway CA, and a node, a modality and a PACS certificate it signed (openssl, 1 day; the
+    PACS's names 127.0.0.1, as a client checking its destination requires)."""
     folder.mkdir(parents=True, exist_ok=True)
     f = {n: folder / n for n in ("ca.key", "ca.crt", "node.key", "node.crt", "mod.key", "mod.crt")}
 
@@ -278,11 +281,14 @@ def _pki(folder: Path) -> dict[str, Path]:
 
     ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
         "-keyout", f["ca.key"], "-out", f["ca.crt"])
-    for who, cn in (("node", "localhost"), ("mod", "MODALITY")):
+    san = folder / "san.ext"
+    san.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for who, cn in (("node", "localhost"), ("mod", "MODALITY"), ("pacs", "localhost")):
+        f[f"{who}.key"], f[f"{who}.crt"] = folder / f"{who}.key", folder / f"{who}.crt"
         csr = folder / f"{who}.csr"
         ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f[f"{who}.key"], "-out", csr)
         ssl("x509", "-req", "-in", csr, "-CA", f["ca.crt"], "-CAkey", f["ca.key"], "-CAcreateserial", "-days", "1",
-            "-out", f[f"{who}.crt"])
+            "-out", f[f"{who}.crt"], *(("-extfile", san) if who == "pacs" else ()))
     return f
 
 
@@ -310,6 +316,36 @@ def test_tls_with_client_certificates_only(tmp_path, orthanc, tiny_onnx):
         assert node.proc.poll() is None
     finally:
         node.kill(signal.SIGTERM)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make test certificates")
+def test_tls_both_ways_modality_to_node_to_a_tls_only_pacs(tmp_path, tiny_onnx):
+    """The modality sends over TLS, the node forwards over TLS (--forward-tls-ca) to an Orthanc
+    that takes TLS only and requires the node's certificate; a CA file that is not PEM is a one-line
+    error before the node listens."""
+    pki = _pki(tmp_path / "pki")
+    pacs = OrthancServer(tmp_path / "orthanc-tls", tls={
+        "DicomTlsCertificate": str(pki["pacs.crt"]), "DicomTlsPrivateKey": str(pki["pacs.key"]),
+        "DicomTlsTrustedCertificates": str(pki["ca.crt"]), "DicomTlsRemoteCertificateRequired": True})
+    pacs.start()
+    tls = ["+tls", str(pki["mod.key"]), str(pki["mod.crt"]), "+cf", str(pki["ca.crt"])]
+    node = NodeProc(tmp_path, tiny_onnx, pacs, "--tls-cert", str(pki["node.crt"]), "--tls-key", str(pki["node.key"]),
+                    "--forward-tls-ca", str(pki["ca.crt"]))
+    node.proc = subprocess.Popen(node.args, stdout=open(node.log, "ab"), stderr=subprocess.STDOUT)
+    try:
+        wait(lambda: "listening" in node.log.read_text(), 60, "the node to listen")
+        files = study(tmp_path / "in", 2, 0)
+        res = subprocess.run([STORESCU, *tls, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port),
+                              *map(str, files)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        wait(lambda: len(pacs.get("/instances")) == 2, 120, "2 derived instances in the TLS-only Orthanc")
+        assert node.proc.poll() is None
+    finally:
+        node.kill(signal.SIGTERM)
+        pacs.stop()
+    res = subprocess.run([*CLI, "serve", "--store", str(tmp_path / "s2"), "--model", str(tiny_onnx),
+                          "--forward-tls-ca", str(tiny_onnx)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--forward-tls-ca" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
 def test_a_key_that_does_not_fit_is_one_line_before_listening(tmp_path, tiny_onnx):

@@ -758,6 +758,7 @@ def serve(
     tls_cert: Optional[Path] = typer.Option(None, metavar="PEM", help="This node's certificate: associations are accepted over TLS only (DICOM PS3.15 secure transport)."),
     tls_key: Optional[Path] = typer.Option(None, metavar="PEM", help="The certificate's private key (unencrypted PEM; keep it readable by this user only)."),
     tls_ca: Optional[Path] = typer.Option(None, metavar="PEM", help="CA bundle: peers must present a certificate it signed (mutual TLS)."),
+    forward_tls_ca: Optional[Path] = typer.Option(None, metavar="PEM", help="Forward over TLS: every --forward destination must present a certificate this CA bundle signed, naming its HOST; --tls-cert, when given, is presented to it."),
     config: Optional[Path] = typer.Option(None, help="TOML file with the same keys (store, aet, port, forward = [...], ...); flags win."),
     status: bool = typer.Option(False, "--status", help="Print the queue counts of --store and the last errors, then exit."),
     verbose: bool = typer.Option(True, "--verbose/--quiet", "-v/-q"),
@@ -800,7 +801,7 @@ def serve(
                          forward=tuple(Destination.parse(d) for d in values["forward"] or ()),
                          disk_budget_gb=float(values["disk_budget"]), series_idle_s=float(values["series_idle"]),
                          non_images=values["non_images"], compress=getattr(comp, "value", comp), enhancer_options=options,
-                         **{k: Path(values[k]) for k in ("tls_cert", "tls_key", "tls_ca") if values[k] is not None})
+                         **{k: Path(values[k]) for k in ("tls_cert", "tls_key", "tls_ca", "forward_tls_ca") if values[k] is not None})
         node = Node(cfg)
         node.chooser()  # load the model now: a wrong model is an error before anything is accepted
     except MedsrError as exc:

@@ -77,6 +77,7 @@ class NodeConfig:
     tls_cert: Path | None = None  # PEM certificate of this node: associations come in over TLS only
     tls_key: Path | None = None  # its PEM private key (unencrypted)
     tls_ca: Path | None = None  # PEM CA bundle: peers must present a certificate it signed (mutual TLS)
+    forward_tls_ca: Path | None = None  # PEM CA bundle: forward over TLS to destinations whose certificate it signed
 
     def __post_init__(self) -> None:
         if self.non_images not in ("forward", "drop"):
@@ -105,6 +106,25 @@ class NodeConfig:
                              f"{f' / --tls-ca {self.tls_ca}' if self.tls_ca else ''}: cannot be used "
                              f"({getattr(exc, 'strerror', None) or first_line(exc)}); give PEM files, the key "
                              "unencrypted and matching the certificate") from None
+        return ctx
+
+    def client_ssl_context(self):
+        """The TLS context of outgoing associations (TLS 1.2 or later), or None without
+        --forward-tls-ca. The destination's certificate must chain to that CA and name the
+        --forward HOST (DNS name or IP address); with --tls-cert the node presents its certificate."""
+        if self.forward_tls_ca is None:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_verify_locations(cafile=self.forward_tls_ca)
+            if self.tls_cert is not None:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise MedsrError(f"--forward-tls-ca {self.forward_tls_ca}: cannot be used "
+                             f"({getattr(exc, 'strerror', None) or first_line(exc)}); give a PEM CA bundle") from None
         return ctx
 
 
@@ -216,7 +236,7 @@ class Node:
         except ImportError:
             raise MedsrError("serve needs pynetdicom: pip install 'medsr-edge[serve]'") from None
         self.cfg = cfg
-        cfg.ssl_context()  # a certificate that cannot be used is an error before anything listens
+        cfg.ssl_context(), cfg.client_ssl_context()  # a certificate that cannot be used: an error before anything listens
         cfg.store.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(cfg.store / "queue.sqlite")
         self.usage = StoreUsage(cfg.store)
@@ -333,7 +353,8 @@ class Node:
             ae = AE(ae_title=self.cfg.aet)
             for sop_class, ts in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, _, ds in datasets}:
                 ae.add_requested_context(sop_class, ts)
-            assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet)
+            tls = self.cfg.client_ssl_context()
+            assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet, tls_args=(tls, dest.host) if tls else None)
             for f, attempts, ds in datasets:
                 error = None
                 if assoc.is_established:
