@@ -2,7 +2,8 @@
 # The training campaign: long, resumable student runs that accumulate CPU time session after
 # session, with their small checkpoints and logs committed under campaign/.
 #
-#   bash benchmarks/campaign.sh start            # resume every run below in the background (1 thread each, niced)
+#   bash benchmarks/campaign.sh start [CONFIG...] # resume experiment files (configs/*.toml; default: the live
+#                                                # runs in RUNS) in the background (1 thread each, niced)
 #   bash benchmarks/campaign.sh start-gan        # resume the GAN fine-tune of the default student (student-x4-gan)
 #   bash benchmarks/campaign.sh ship-gan         # export campaign/student-x4-gan as the opt-in student-x4-gan
 #                                                # (ONNX FP32, INT8, torch); every export passes the fidelity guard
@@ -16,10 +17,10 @@
 #                                                # shipped NAME on held-out sources and the test split;
 #                                                # replace NAME only if the held-out score improves
 #
-# A run is "NAME CONFIG SCALE ITERS [BODY_FROM]": the cosine schedule spans ITERS, so a run resumed
-# day after day follows one schedule; BODY_FROM is the run whose matching tensors started it
-# (`train student --body-from`: the x2 from the x4 body, the 2-block fast size from its first blocks).
-# Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (the list), FLOAT_CONVS (3: convolutions
+# A run is an experiment file (configs/NAME.toml, the options of `train student` as keys): its cosine
+# schedule spans its iters, so a run resumed day after day follows one schedule; body_from is the run
+# whose matching tensors started it (the x2 from the x4 body, the 2-block fast size from its first blocks).
+# Knobs (env): DATA (../shared/data), THREADS_PER_RUN (1), RUNS (config files), FLOAT_CONVS (3: convolutions
 # after the first that qat trains and ship-int8 exports in float), EDGE_PATCHES (0.25: the share of qat's
 # patches centred on strong edges).
 set -euo pipefail
@@ -27,7 +28,8 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 # The default list is the unfinished runs, one per core of this 2-core machine. Finished runs (their
-# schedules done, weights in campaign/NAME/model.safetensors, checkpoints not kept):
+# schedules done, weights in campaign/NAME/model.safetensors, checkpoints not kept; written here as
+# NAME ARCH SCALE ITERS BODY_FROM from before runs were experiment files; newer ones: configs/*.toml):
 #   student-x2 student 2 8000 campaign/student-x4               (seventh session, shipped as student-x2)
 #   student-quality-x4 student-quality 4 4000 campaign/student-x4-ft   (seventh session, shipped)
 #   student-fast-x2 student-fast 2 8000 campaign/student-fast-x4  (eighth session, shipped as student-fast-x2)
@@ -40,25 +42,24 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 # check) and student-quality-x4-ft-qate (learned ranges, edge patches; promoted, shipped with its INT8);
 # student-x4-ft3 (L2 fork of the default's L1 run at 19,500 with --edge-patches 0.25: 38.526 dB on the
 # test split against 38.398, but its INT8 refused by the local check: not shipped; next `qat` from it).
-RUNS=${RUNS:-"student-x4 student 4 30000
-student-fast-x4 student-fast 4 30000 campaign/student-x4"}
+RUNS=${RUNS:-"configs/student-x4.toml configs/student-fast-x4.toml"}
 
 # Each background run writes campaign/NAME.pid; `stop` and "already running" read those files only,
 # so runs of another checkout on the same machine are never touched.
 running() { [ -f "campaign/$1.pid" ] && kill -0 "$(cat "campaign/$1.pid")" 2>/dev/null; }
 
-start() {
-  while read -r name config scale iters body; do
-    [ -z "$name" ] && continue
+start() {  # start [CONFIG...]: each experiment file (default: RUNS) resumed in the background
+  local cfg out name cfgs=("$@")
+  [ ${#cfgs[@]} -eq 0 ] && read -ra cfgs <<< "$RUNS"
+  for cfg in "${cfgs[@]}"; do
+    out=$(python -c "import sys, tomllib; print(tomllib.loads(open(sys.argv[1]).read())['out'])" "$cfg")
+    name=$(basename "$out")
     if running "$name"; then echo "$name: already running"; continue; fi
-    patch=$((40 * scale))
-    BODY=(); [ -n "$body" ] && BODY=(--body-from "$body")
-    nohup nice -n 5 medsr-edge train student --config "$config" "${BODY[@]}" --data "$DATA" --out "campaign/$name" \
-      --scale "$scale" --iters "$iters" --batch 12 --patch "$patch" --lr 5e-4 --val-every 500 \
-      --threads "$THREADS_PER_RUN" >> "campaign/$name.out" 2>&1 &
+    nohup nice -n 5 medsr-edge train student --config "$cfg" --data "$DATA" --threads "$THREADS_PER_RUN" \
+      >> "campaign/$name.out" 2>&1 &
     echo $! > "campaign/$name.pid"
-    echo "$name: started (pid $!), log campaign/$name/log.csv"
-  done <<< "$RUNS"
+    echo "$name: started from $cfg (pid $!), log $out/log.csv"
+  done
 }
 
 # The GAN stage on the default student: Real-ESRGAN's balance of L1 1 and GAN 0.1, perceptual 0.02
@@ -131,7 +132,7 @@ promote() {  # promote RUN NAME: benchmarks/promote.py, on the leave-source-out 
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   start-gan) start_gan ;;
   ship-gan) ship_gan ;;
   status) status ;;
