@@ -45,11 +45,13 @@ PRIOR = ROOT / "runs" / "prior"  # the pre-training prior (medsr_edge.distill.pr
 def train_commands(protocol: dict, recipe: dict, name: str, data: str) -> list[list[str]]:
     """The training commands of a recipe. A recipe with ``pretrain_iters = N`` first trains N
     iterations on the non-medical prior, then the rest of the protocol's budget on the medical
-    data from those weights (same total iterations as every other recipe)."""
+    data from those weights (same total iterations as every other recipe). ``config`` names another
+    architecture than the protocol's."""
     p = protocol
     common = ["--scale", str(p["scale"]), "--batch", str(p["batch"]), "--patch", str(p["patch"]), "--lr", str(p["lr"]),
               "--seed", str(p["seed"]), "--threads", str(p["threads"]), "--val-every", "500"]
     pre = int(recipe.get("pretrain_iters", 0))
+    config = recipe.get("config", p["config"])  # a recipe may change the architecture (e.g. student-sinc)
     cmds = []
     main = ["medsr-edge", "train", "student", "--data", data, "--out", str(RUNS / name), "--iters", str(p["iters"] - pre),
             *common]
@@ -59,11 +61,11 @@ def train_commands(protocol: dict, recipe: dict, name: str, data: str) -> list[l
 
             print(f"prior: {write_prior(PRIOR)} images in {PRIOR}")
         stage = RUNS / f"{name}-prior"
-        cmds.append(["medsr-edge", "train", "student", "--config", p["config"], "--data", str(PRIOR), "--out", str(stage),
+        cmds.append(["medsr-edge", "train", "student", "--config", config, "--data", str(PRIOR), "--out", str(stage),
                      "--iters", str(pre), "--val-split", "", *common])
         main += ["--init", str(stage)]
     else:
-        main += ["--config", p["config"]]
+        main += ["--config", config]
     for src in p["held_out"]:
         main += ["--exclude-source", src]
     return cmds + [main + list(recipe["args"])]
@@ -146,7 +148,8 @@ def table() -> str:
     for r in rows:
         per = r["held_out"]["per_modality"]
         pre = int(recipes.get(r["recipe"], {}).get("pretrain_iters", 0))
-        flags = (f"{pre} it. on the prior, then " if pre else "") + f"`{' '.join(r['args'])}`"
+        arch = recipes.get(r["recipe"], {}).get("config")
+        flags = (f"`{arch}`; " if arch else "") + (f"{pre} it. on the prior, then " if pre else "") + f"`{' '.join(r['args'])}`"
         lines.append(f"| {r['recipe']} | {r['held_out']['gain']:+.3f} | "
                      + " | ".join(f"{per[m]:+.3f}" if m in per else "-" for m in mods)
                      + f" | {r['test']['gain']:+.3f} | {r['gap_db']:.3f} | {verdict(r, base)} | {r['protocol']['iters']} | {flags} |")
