@@ -78,3 +78,20 @@ def test_compare_cli_adds_the_gan_panel_when_a_gan_model_is_shipped(tmp_path, ti
     assert "GAN student" in res.stdout
     res = CliRunner().invoke(app, ["compare", str(ct_small), "--gan", "", "-o", str(tmp_path / "c.png")])
     assert res.exit_code == 0 and "GAN student" not in res.stdout
+
+
+def test_comparison_under_mr_physics_shows_the_scanner_baselines(tmp_path, tiny_onnx):
+    """--degradation mr-kspace: the LR is a k-space truncation (not bicubic), and the panels hold
+    the bench's baselines for it; zero-filled k-space beats bicubic on that LR, as on a scanner."""
+    from pydicom.data import get_testdata_file
+
+    image = read_image(get_testdata_file("MR_small.dcm"))
+    r = comparison_figure(image, {"model": Enhancer(tiny_onnx)}, 4, tmp_path / "mr.png", degradation="mr-kspace")
+    assert list(r["panels"]) == ["bicubic", "lanczos", "sinc", "zero-filled", "model"]
+    assert r["panels"]["zero-filled"]["psnr"] > r["panels"]["bicubic"]["psnr"]
+    plain = comparison_figure(image, {"model": Enhancer(tiny_onnx)}, 4, tmp_path / "b.png")
+    assert list(plain["panels"]) == ["bicubic", "model"] and plain["panels"]["bicubic"] != r["panels"]["bicubic"]
+    from medsr_edge.core.errors import MedsrError
+
+    with pytest.raises(MedsrError, match="mr-kspace"):
+        comparison_figure(image, {}, 4, tmp_path / "x.png", degradation="gibbs")

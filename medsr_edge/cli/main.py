@@ -679,6 +679,7 @@ def compare(
     student: Optional[str] = typer.Option(None, help="Simulation only: student model name (default student-xS)."),
     teacher: Optional[str] = typer.Option(None, help="Simulation only: teacher model name (default teacher-xS; '' to leave out)."),
     gan: Optional[str] = typer.Option(None, help="Simulation only: GAN-trained model for a panel of its own (default student-xS-gan when shipped; '' to leave out)."),
+    degradation: str = typer.Option("bicubic", metavar="FAMILY", help="Simulation only: how the LR is made: bicubic, mr-kspace, ct-kernel or xr-detector (acquisition physics at the bench's settings; their interpolation baselines get panels)."),
     tile: int = 256,
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
 ) -> None:
@@ -732,7 +733,7 @@ def compare(
             enh["GAN student"] = Enhancer(gan, "onnxruntime", "fp32", tile=tile, device=device, scale=scale)
         if teacher:
             enh["teacher"] = Enhancer(teacher, "onnxruntime", "fp32", tile=tile, device=device, scale=scale)
-        result = comparison_figure(img, enh, scale, output, box, window)
+        result = comparison_figure(img, enh, scale, output, box, window, degradation=degradation)
     except MedsrError as exc:
         fail(str(exc))
     typer.echo(f"{output}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in result["panels"].items()))

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-# (centre, width) in HU, as radiology workstations define them.
-from ..core.degradation import crop_to_multiple, degrade, upscale_bicubic
+from ..core.degradation import DEGRADATIONS, crop_to_multiple, upscale_bicubic
+from ..core.errors import MedsrError
 from ..core.metrics import psnr, ssim
+from ..dataset import make_lr
 from ..runtime.image import Image
 from ..runtime.transforms import Normalizer
 
@@ -92,11 +93,14 @@ def error_units(image: Image) -> str:
 
 
 def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path, roi=None,
-                      window: str | None = None, title: str | None = None) -> dict:
+                      window: str | None = None, title: str | None = None, degradation: str = "bicubic") -> dict:
     """Render the comparison PNG for the first frame of ``image``; returns the metrics per panel.
 
     enhancers: {label: Enhancer} (e.g. "student FP32", "student INT8", "teacher").
     roi: (x, y, w, h) in ground-truth pixels, or None to pick the most detailed region.
+    degradation: how the LR is made from the ground truth: ``bicubic``, or an acquisition family
+    (``mr-kspace``, ``ct-kernel``, ``xr-detector``) at the bench's settings and noise seed, with the
+    bench's interpolation baselines for it as panels (sinc, Lanczos; zero-filled k-space for MR).
     """
     import matplotlib
 
@@ -105,10 +109,16 @@ def comparison_figure(image: Image, enhancers: dict, scale: int, out: str | Path
     from matplotlib.patches import Rectangle
 
     norm = Normalizer.of(image)
+    from .benchmark import BASELINES, baselines_for
+
+    if degradation not in DEGRADATIONS:
+        raise MedsrError(f"--degradation {degradation!r}: use one of {', '.join(DEGRADATIONS)}")
     gt = crop_to_multiple(norm.forward(image.frames[0]), scale)
-    lr = degrade(gt, scale, step=norm.grid_step(image.frames[0], image.dtype))
-    panels = [Panel(f"LR input (1/{scale})", np.kron(lr, np.ones((scale, scale), np.float32)), error=False),
+    lr = make_lr(gt, scale, norm.grid_step(image.frames[0], image.dtype), degradation, np.random.default_rng(0))
+    how = "" if degradation == "bicubic" else f", {degradation}"
+    panels = [Panel(f"LR input (1/{scale}{how})", np.kron(lr, np.ones((scale, scale), np.float32)), error=False),
               Panel("bicubic", np.clip(upscale_bicubic(lr, scale), 0, 1))]
+    panels += [Panel(name, np.clip(BASELINES[name](lr, scale), 0, 1)) for name in baselines_for(degradation)]
     panels += [Panel(label, enh.enhance_array(lr)) for label, enh in enhancers.items()]
     panels.append(Panel("ground truth", gt, error=False))
     h, w = gt.shape
