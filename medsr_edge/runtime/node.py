@@ -33,6 +33,7 @@ STATUS_OK = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 RETRY_FIRST_S, RETRY_MAX_S = 2.0, 60.0  # forwarding backoff: 2, 4, 8 ... 60 s
+FORWARD_BATCH = 64  # derived files sent per association and pass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,16 +350,18 @@ class Node:
                               (str(dest), time.time())).fetchall()
             if not rows:
                 continue
-            datasets = [(f, a, pydicom.dcmread(f)) for f, a in rows]
+            # Headers only (no pixel data), and at most FORWARD_BATCH files per association: each
+            # file is read again as it is sent, so memory holds one derived instance, not the series.
+            headers = [(f, a, pydicom.dcmread(f, stop_before_pixels=True)) for f, a in rows[:FORWARD_BATCH]]
             ae = AE(ae_title=self.cfg.aet)
-            for sop_class, ts in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, _, ds in datasets}:
+            for sop_class, ts in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, _, ds in headers}:
                 ae.add_requested_context(sop_class, ts)
             tls = self.cfg.client_ssl_context()
             assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet, tls_args=(tls, dest.host) if tls else None)
-            for f, attempts, ds in datasets:
+            for f, attempts, ds in headers:
                 error = None
                 if assoc.is_established:
-                    status = assoc.send_c_store(ds)
+                    status = assoc.send_c_store(pydicom.dcmread(f))
                     code = getattr(status, "Status", None)
                     if code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning: stored
                         db.execute("UPDATE deliveries SET state='done', error=NULL WHERE file=? AND dest=?", (f, str(dest)))
