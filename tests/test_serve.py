@@ -292,6 +292,16 @@ def _pki(folder: Path) -> dict[str, Path]:
     return f
 
 
+def _send_two_over_tls(tmp_path: Path, tls: list[str], node, pacs) -> None:
+    """storescu sends two CT slices to the node over TLS; both derived instances reach ``pacs``."""
+    files = study(tmp_path / "in", 2, 0)
+    res = subprocess.run([STORESCU, *tls, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port),
+                          *map(str, files)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait(lambda: len(pacs.get("/instances")) == 2, 120, "2 derived instances in Orthanc")
+    assert node.proc.poll() is None
+
+
 @pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make test certificates")
 def test_tls_with_client_certificates_only(tmp_path, orthanc, tiny_onnx):
     pki = _pki(tmp_path / "pki")
@@ -308,12 +318,7 @@ def test_tls_with_client_certificates_only(tmp_path, orthanc, tiny_onnx):
         no_cert = subprocess.run([*echo, "+tla", "+cf", str(pki["ca.crt"]), "127.0.0.1", str(node.port)],
                                  capture_output=True, timeout=60)
         assert plain.returncode != 0 and no_cert.returncode != 0  # no TLS, or TLS without a certificate: refused
-        files = study(tmp_path / "in", 2, 0)
-        res = subprocess.run([STORESCU, *tls, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port),
-                              *map(str, files)], capture_output=True, text=True)
-        assert res.returncode == 0, res.stdout + res.stderr
-        wait(lambda: len(orthanc.get("/instances")) == 2, 120, "2 derived instances in Orthanc")
-        assert node.proc.poll() is None
+        _send_two_over_tls(tmp_path, tls, node, orthanc)
     finally:
         node.kill(signal.SIGTERM)
 
@@ -334,12 +339,7 @@ def test_tls_both_ways_modality_to_node_to_a_tls_only_pacs(tmp_path, tiny_onnx):
     node.proc = subprocess.Popen(node.args, stdout=open(node.log, "ab"), stderr=subprocess.STDOUT)
     try:
         wait(lambda: "listening" in node.log.read_text(), 60, "the node to listen")
-        files = study(tmp_path / "in", 2, 0)
-        res = subprocess.run([STORESCU, *tls, "-aet", "MODALITY", "-aec", "MEDSR", "127.0.0.1", str(node.port),
-                              *map(str, files)], capture_output=True, text=True)
-        assert res.returncode == 0, res.stdout + res.stderr
-        wait(lambda: len(pacs.get("/instances")) == 2, 120, "2 derived instances in the TLS-only Orthanc")
-        assert node.proc.poll() is None
+        _send_two_over_tls(tmp_path, tls, node, pacs)
     finally:
         node.kill(signal.SIGTERM)
         pacs.stop()
