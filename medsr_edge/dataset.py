@@ -32,6 +32,7 @@ class GroundTruth:
     modality: str
     source: str  # <modality>/<source>
     path: Path
+    lossy: bool = False  # the stored pixels went through lossy compression (Image.lossy)
 
 
 def read_ground_truths(files: Iterable[DataFile], *, all_frames: bool = False, min_side: int = 0,
@@ -59,7 +60,7 @@ def read_ground_truths(files: Iterable[DataFile], *, all_frames: bool = False, m
             if limit_per_modality and counts.get(found.modality, 0) >= limit_per_modality:
                 break
             yield GroundTruth(norm.forward(frame).astype(np.float32, copy=False), step, found.modality, found.source,
-                              found.path)
+                              found.path, image.lossy)
             counts[found.modality] = counts.get(found.modality, 0) + 1
 
 

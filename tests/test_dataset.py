@@ -1,6 +1,8 @@
 """The one data path (issue 28): training, INT8 calibration and the bench read, normalise and degrade
 an image the same way, through medsr_edge.dataset."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,68 @@ def test_filters_and_caps(phantom_dir, tmp_path):
     errors: list[str] = []
     got = list(ground_truths(phantom_dir, "test", sources=["ct"], errors=errors))
     assert len(got) == 2 and len(errors) == 1 and "broken.png" in errors[0]
+
+
+def test_lossy_is_known_from_the_file(tmp_path, mr_small, phantom_dir):
+    """JPEG files and DICOM marked lossy (attribute or transfer syntax) are lossy; PNG and
+    uncompressed or JPEG 2000 lossless DICOM are not."""
+    import pydicom
+    from PIL import Image as PILImage
+
+    from medsr_edge.runtime.io import read_image
+
+    png = next((phantom_dir / "mri" / "synthetic" / "train").glob("*.png"))
+    jpg = tmp_path / "a.jpg"
+    PILImage.open(png).save(jpg, quality=70)
+    assert read_image(jpg).lossy and not read_image(png).lossy
+    assert not read_image(mr_small).lossy
+    ds = pydicom.dcmread(mr_small)
+    ds.LossyImageCompression = "01"
+    marked = tmp_path / "marked.dcm"
+    ds.save_as(marked)
+    assert read_image(marked).lossy
+    import io
+
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    del ds.LossyImageCompression  # a JPEG baseline stream says lossy by its transfer syntax alone
+    pixels = (ds.pixel_array / ds.pixel_array.max() * 255).astype(np.uint8)
+    stream = io.BytesIO()
+    PILImage.fromarray(pixels).save(stream, format="JPEG", quality=80)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([stream.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    baseline = tmp_path / "baseline.dcm"
+    ds.save_as(baseline, enforce_file_format=True)
+    assert read_image(baseline).lossy
+    assert not read_image(Path(get_testdata_file("MR_small_jp2klossless.dcm"))).lossy
+
+
+def test_lossy_downscale_cleans_only_lossy_ground_truth(phantom_dir):
+    """--lossy-downscale N: the ground truth of JPEG images is their antialiased 1/N downscale
+    (block edges averaged away); lossless images are untouched."""
+    from PIL import Image as PILImage
+
+    from medsr_edge.core.degradation import degrade
+    from conftest import phantom
+    from medsr_edge.distill.data import load_samples
+
+    d = phantom_dir / "xray" / "jpeg" / "train"
+    d.mkdir(parents=True)
+    for i in range(2):
+        PILImage.fromarray((phantom(192, seed=i) * 255).round().astype(np.uint8)).save(d / f"{i}.jpg", quality=60)
+    as_stored = {s.path: s for s in load_samples(phantom_dir, "train")}
+    cleaned = {s.path: s for s in load_samples(phantom_dir, "train", lossy_downscale=2)}
+    assert as_stored.keys() == cleaned.keys() and len(cleaned) == 10
+    for path, s in cleaned.items():
+        if path.suffix == ".jpg":
+            assert s.lossy and s.hr.shape == (96, 96)
+            assert np.array_equal(s.hr, degrade(as_stored[path].hr, 2))
+            assert s.step == as_stored[path].step  # LR still rounded to the file's 8-bit grid
+        else:
+            assert not s.lossy and np.array_equal(s.hr, as_stored[path].hr)
+    with pytest.raises(ValueError, match="lossy_downscale"):
+        load_samples(phantom_dir, "train", lossy_downscale=0)

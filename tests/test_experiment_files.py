@@ -14,12 +14,14 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def test_an_experiment_file_trains_and_flags_override_it(tmp_path, phantom_dir):
     exp = tmp_path / "tiny.toml"
     exp.write_text(f'arch = "student-tiny"\ndata = "{phantom_dir}"\nout = "{tmp_path / "run"}"\niters = 5\nbatch = 2\n'
-                   f'patch = 32\nval_every = 2\nthreads = 1\nexclude_source = ["ct/synthetic"]\nbalance = "modality"\n')
+                   f'patch = 32\nval_every = 2\nthreads = 1\nexclude_source = ["ct/synthetic"]\nbalance = "modality"\n'
+                   'lossy_downscale = 2\n')
     res = runner.invoke(app, ["train", "student", "--config", str(exp), "--iters", "2"])
     assert res.exit_code == 0, res.output
     config, meta = read_metadata(tmp_path / "run")
     assert config["name"] == "student-tiny" and meta["iterations"] == 2  # the flag won over iters = 5
     assert meta["exclude_sources"] == ["ct/synthetic"] and meta["balance"] == "modality"
+    assert meta["lossy_downscale"] == 2  # recorded, so a model card says how its ground truth was made
     assert set(meta["train_sources"]) == {"mri/synthetic"}
 
 

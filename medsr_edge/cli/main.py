@@ -341,6 +341,7 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
                         data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
                         exclude_sources=tuple(recipe.exclude_sources), balance=recipe.balance,
                         sources=tuple(recipe.sources), degradation=recipe.degradation,
+                        lossy_downscale=recipe.lossy_downscale,
                         augment=AugmentConfig(p_intensity=recipe.intensity_aug, p_degrade_jitter=recipe.degrade_jitter),
                         split=split or None, val_split=val_split or None, val_every=val_every,
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
@@ -392,9 +393,11 @@ class RecipeOptions:
     """What the training data is and how patches are drawn and varied (shared by the training commands)."""
 
     def __init__(self, exclude_sources: list[str] | None = None, balance: str = "modality", intensity_aug: float = 0.0,
-                 degrade_jitter: float = 0.0, sources: list[str] | None = None, degradation: str = "bicubic") -> None:
+                 degrade_jitter: float = 0.0, sources: list[str] | None = None, degradation: str = "bicubic",
+                 lossy_downscale: int = 1) -> None:
         self.exclude_sources, self.sources, self.degradation = list(exclude_sources or []), list(sources or []), degradation
         self.balance, self.intensity_aug, self.degrade_jitter = balance, intensity_aug, degrade_jitter
+        self.lossy_downscale = lossy_downscale
 
 
 _common = dict(
@@ -410,6 +413,7 @@ _common = dict(
     intensity_aug=typer.Option(0.0, min=0.0, max=1.0, help="Share of patches seen through a random window/level, gamma and (1 in 5) inversion."),
     degrade_jitter=typer.Option(0.0, min=0.0, max=1.0, help="Share of LR patches made with a random extra blur (sigma <= 0.5 HR px) and noise (<= 0.004)."),
     source=typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Train on this source or modality only (e.g. mri); repeatable."),
+    lossy_downscale=typer.Option(1, min=1, max=4, help="Downscale the ground truth of lossy-compressed images (JPEG files, lossy DICOM) by this factor (antialiased) before drawing patches, so their block edges and ringing are averaged away, not learnt as texture. 1: as stored."),
     degradation=typer.Option("bicubic", help="How LR patches are made: bicubic; mr-kspace, ct-kernel or xr-detector (acquisition physics, parameters drawn per patch from documented ranges); mixed (half bicubic, half the family of each patch's modality)."),
 )
 
@@ -440,6 +444,7 @@ def train_teacher_cmd(
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
     source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
+    lossy_downscale: int = _common["lossy_downscale"],
 ) -> None:
     """Train the RRDBNet teacher (stage psnr, then stage gan)."""
     _setup_logging(True)
@@ -449,7 +454,8 @@ def train_teacher_cmd(
 
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
-                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation))
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation,
+                                        lossy_downscale))
     path = _train(train_teacher, opts, config, stage, init, pixel_weight=pixel_weight,
                   perceptual_weight=perceptual_weight, gan_weight=gan_weight, disc_config=disc,
                   perceptual=perceptual, disc_lr=disc_lr)
@@ -476,6 +482,7 @@ def train_student_cmd(
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
     source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
+    lossy_downscale: int = _common["lossy_downscale"],
 ) -> None:
     """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
     _setup_logging(True)
@@ -487,13 +494,15 @@ def train_student_cmd(
     iters, batch, patch, scale, lr, split, val_split, val_every, seed, threads, limit = (
         v["iters"], v["batch"], v["patch"], v["scale"], v["lr"], v["split"], v["val_split"], v["val_every"], v["seed"],
         v["threads"], v["limit"])
-    exclude_source, balance, intensity_aug, degrade_jitter, source, degradation = (
-        v["exclude_source"], v["balance"], v["intensity_aug"], v["degrade_jitter"], v["source"], v["degradation"])
+    exclude_source, balance, intensity_aug, degrade_jitter, source, degradation, lossy_downscale = (
+        v["exclude_source"], v["balance"], v["intensity_aug"], v["degrade_jitter"], v["source"], v["degradation"],
+        v["lossy_downscale"])
     if data is None or out is None:
         fail("train student needs --data and --out (or data and out in the experiment file)")
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
-                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation),
+                          RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation,
+                                        lossy_downscale),
                           edge_patches=edge_patches)
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware)

@@ -38,19 +38,25 @@ class Sample:
     path: Path
     step: float = 0.0  # the source's value grid in [0, 1] units; LR images are rounded to it
     source: str = ""  # <modality>/<source>
+    lossy: bool = False  # read from a lossy-compressed file (JPEG, lossy DICOM)
 
 
 def load_samples(root: str | Path, split: str | None = None, denoise: str | None = None,
                  limit_per_modality: int | None = None, min_size: int = 64, *,
                  sources: tuple[str, ...] | list[str] = (),
-                 exclude_sources: tuple[str, ...] | list[str] = ()) -> list[Sample]:
+                 exclude_sources: tuple[str, ...] | list[str] = (), lossy_downscale: int = 1) -> list[Sample]:
     """Read and normalise every image (each frame of a multi-frame file is one sample).
 
     denoise: None, ``"median"`` (3x3) or ``"gaussian"`` (sigma 0.5): optional clean-up of the
     ground truth, e.g. for noisy low-dose CT. exclude_sources: sources (``<modality>/<source>``)
     left out, e.g. to score a recipe on a source it never saw; sources: only these (or these
-    modalities); an unknown name is refused.
+    modalities); an unknown name is refused. lossy_downscale: the ground truth of lossy-compressed
+    images (JPEG files, lossy DICOM) is first downscaled by this integer factor (antialiased
+    bicubic, not rounded), which averages their 8x8 block edges and ringing away instead of
+    handing them to the network as texture to reproduce; 1 keeps them as stored.
     """
+    if lossy_downscale < 1:
+        raise ValueError(f"lossy_downscale {lossy_downscale}: use an integer >= 1")
     samples = []
     for gt in ground_truths(root, split, sources=sources, exclude_sources=exclude_sources, all_frames=True,
                             min_side=min_size, limit_per_modality=limit_per_modality):
@@ -59,7 +65,11 @@ def load_samples(root: str | Path, split: str | None = None, denoise: str | None
             hr = ndimage.median_filter(hr, size=3)
         elif denoise == "gaussian":
             hr = ndimage.gaussian_filter(hr, 0.5)
-        samples.append(Sample(hr.astype(np.float32), gt.modality, gt.path, gt.step, gt.source))
+        if gt.lossy and lossy_downscale > 1:
+            hr = degrade(crop_to_multiple(hr, lossy_downscale), lossy_downscale)
+            if min(hr.shape) < min_size:
+                continue
+        samples.append(Sample(hr.astype(np.float32), gt.modality, gt.path, gt.step, gt.source, gt.lossy))
     if not samples:
         raise FileNotFoundError(f"no readable images under {root}" + (f" in '{split}' folders" if split else ""))
     return samples

@@ -68,7 +68,8 @@ class Run:
         self.data = resolve_data(opts.data)  # a folder, or a pack made by `medsr-edge pack-data`
         held_out = tuple(opts.exclude_sources)
         self.train_samples = load_samples(self.data, opts.split, opts.denoise, opts.limit_per_modality,
-                                          sources=opts.sources, exclude_sources=held_out)
+                                          sources=opts.sources, exclude_sources=held_out,
+                                          lossy_downscale=opts.lossy_downscale)
         val_samples = (load_samples(self.data, opts.val_split, None, 4, sources=opts.sources, exclude_sources=held_out)
                        if opts.val_split else self.train_samples)
         self.val = validation_set(val_samples, opts.scale, degradation=opts.degradation)
@@ -140,6 +141,7 @@ class Run:
                 "data": str(o.data), "split": o.split, "train_images": self.modality_counts,
                 "train_sources": count_by_modality(s.source for s in self.train_samples),
                 "sources": list(o.sources), "exclude_sources": list(o.exclude_sources), "balance": o.balance,
+                **({"lossy_downscale": o.lossy_downscale} if o.lossy_downscale > 1 else {}),
                 "augment": asdict(o.augment),
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),

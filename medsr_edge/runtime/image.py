@@ -37,6 +37,29 @@ class Image:
     def shape(self) -> tuple[int, int]:
         return self.frames.shape[1], self.frames.shape[2]
 
+    @property
+    def lossy(self) -> bool:
+        """True when the stored pixels went through lossy compression: a JPEG file, or a DICOM
+        whose Lossy Image Compression is 01 or whose transfer syntax is a lossy one."""
+        if self.format == "jpeg":
+            return True
+        ds = self.dataset
+        if ds is None:
+            return False
+        if str(ds.get("LossyImageCompression", "")).strip() == "01":
+            return True
+        meta = getattr(ds, "file_meta", None)
+        return str(getattr(meta, "TransferSyntaxUID", "")) in LOSSY_TRANSFER_SYNTAXES
+
+
+# Transfer syntaxes that are lossy whatever the encoder did: JPEG baseline and extended, JPEG-LS
+# near-lossless, the MPEG/HEVC video syntaxes. (JPEG 2000 and HTJ2K may be either: their Lossy Image
+# Compression attribute decides.)
+LOSSY_TRANSFER_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
+    *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),
+})
+
 
 # Memory budget, checked against the header before anything is decoded. One frame's x4 output
 # in float32 is then at most 1 GiB, and all frames of a file as float64 modality values too.
