@@ -85,10 +85,10 @@ def test_lossy_is_known_from_the_file(tmp_path, mr_small, phantom_dir):
 def test_lossy_downscale_cleans_only_lossy_ground_truth(phantom_dir):
     """--lossy-downscale N: the ground truth of JPEG images is their antialiased 1/N downscale
     (block edges averaged away); lossless images are untouched."""
+    from conftest import phantom
     from PIL import Image as PILImage
 
     from medsr_edge.core.degradation import degrade
-    from conftest import phantom
     from medsr_edge.distill.data import load_samples
 
     d = phantom_dir / "xray" / "jpeg" / "train"
