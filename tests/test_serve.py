@@ -359,3 +359,37 @@ def test_a_key_that_does_not_fit_is_one_line_before_listening(tmp_path, tiny_onn
     res = subprocess.run([*CLI, "serve", "--store", str(tmp_path / "s"), "--model", str(tiny_onnx), "--tls-cert", str(bad)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--tls-cert and --tls-key together" in res.stderr
+
+
+def test_forwarding_holds_one_instance_and_a_bounded_pass(tmp_path, orthanc, monkeypatch):
+    """Memory of forwarding is bounded whatever the backlog: one pass sends at most FORWARD_BATCH
+    files on one association, and a derived instance's pixel data is read as it is sent, never the
+    pass's files together (a 500-slice series once took 4.7 GB)."""
+    import weakref
+
+    from medsr_edge.runtime import node as node_mod
+
+    derived = study(tmp_path / "derived", 7, 0)
+    monkeypatch.setattr(node_mod, "FORWARD_BATCH", 3)
+    node = node_mod.Node(node_mod.NodeConfig(store=tmp_path / "store", aet="MEDSR",
+                                             forward=(node_mod.Destination.parse(f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"),)))
+    for f in derived:
+        node._queue_deliveries(f)
+    full: list[weakref.ref] = []  # every full read; alive = not yet freed
+    most_alive = [0]
+    read = pydicom.dcmread
+
+    def counting_read(path, *args, **kwargs):
+        ds = read(path, *args, **kwargs)
+        if not kwargs.get("stop_before_pixels"):
+            full.append(weakref.ref(ds))
+            most_alive[0] = max(most_alive[0], sum(r() is not None for r in full))
+        return ds
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_read)
+    node.forward_pending()
+    assert len(orthanc.get("/instances")) == 3 and node.queue.counts()["deliveries"] == {"done": 3, "pending": 4}
+    assert most_alive[0] == 1  # each instance with its pixels is released before the next is read
+    node.forward_pending()
+    node.forward_pending()
+    assert len(orthanc.get("/instances")) == 7 and node.queue.counts()["deliveries"] == {"done": 7}
