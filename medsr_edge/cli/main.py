@@ -385,7 +385,7 @@ def _experiment(ctx: typer.Context, config: str) -> dict:
     for key, value in doc.items():
         source = ctx.get_parameter_source(key)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            values[key] = Path(value) if key in ("data", "out", "init", "body_from") and value is not None else value
+            values[key] = Path(value) if key in ("data", "out", "init", "body_from", "widen_from") and value is not None else value
     return values
 
 
@@ -470,6 +470,7 @@ def train_student_cmd(
     config: str = typer.Option("student", help="Student architecture (student-fast, student, student-quality: RepPFANet; student-v1, student-tiny: RepSRNet), or an experiment file (configs/NAME.toml: the options of this command as keys, the architecture as arch; flags win)."),
     init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. an L1 run for an L2 fine-tune."),
     body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
+    widen_from: Optional[Path] = typer.Option(None, help="Start --config as a function-preserving widening of this trained RepPFANet of the same depth (its features copied; e.g. a wide teacher from the default student)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
     int8_aware: Optional[int] = typer.Option(None, help="Fine-tune --init for INT8 export: the convolutions export quantizes run on int8-rounded inputs and weights in training. The value is the --int8-float-convs the export will use."),
     edge_patches: float = typer.Option(0.0, min=0.0, max=1.0, help="Fraction of training patches centred on an image's strongest edges (markers, metal, collimator and bone edges), which uniform patches rarely hold."),
@@ -489,8 +490,9 @@ def train_student_cmd(
     from ..distill.train import distill_student
 
     v = _experiment(ctx, config)
-    data, out, config, init, body_from, loss, int8_aware, edge_patches = (
-        v["data"], v["out"], v["config"], v["init"], v["body_from"], v["loss"], v["int8_aware"], v["edge_patches"])
+    data, out, config, init, body_from, loss, int8_aware, edge_patches, widen_from = (
+        v["data"], v["out"], v["config"], v["init"], v["body_from"], v["loss"], v["int8_aware"], v["edge_patches"],
+        v["widen_from"])
     iters, batch, patch, scale, lr, split, val_split, val_every, seed, threads, limit = (
         v["iters"], v["batch"], v["patch"], v["scale"], v["lr"], v["split"], v["val_split"], v["val_every"], v["seed"],
         v["threads"], v["limit"])
@@ -505,7 +507,7 @@ def train_student_cmd(
                                         lossy_downscale),
                           edge_patches=edge_patches)
     path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
-                  int8_aware=int8_aware)
+                  int8_aware=int8_aware, widen_from=widen_from)
     typer.echo(str(path))
 
 

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ..models import build_model, count_params, resolve_config
 from ..models.checkpoint import load_model
+from ..models.widen import widen
 from .context import ema_of, unwrap
 from .data import CachedTripletSampler
 from .losses import PerceptualLoss, ragan_d_loss, ragan_g_loss
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ADAM_BETAS = (0.9, 0.99)  # ESRGAN's / BasicSR's
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the peak learning rate
+WIDEN_NOISE = 1e-3  # --widen-from: noise on the widened weights, relative to each tensor's std
 INT8_STEP_LR = 1e-3  # Adam on log(step) of the INT8-aware run's activation grids: at most ~0.1 % a step
 CACHE_TILE, CACHE_PAD = 128, 8  # teacher cache: LR tile side and the context around it, pixels
 
@@ -188,7 +190,7 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config: str | dict = "student",
                     teacher_weight: float = 1.0, gt_weight: float = 1.0, cache_teacher: bool = True,
                     init: str | Path | None = None, pixel_loss: str = "l1", body_from: str | Path | None = None,
-                    int8_aware: int | None = None) -> Path:
+                    int8_aware: int | None = None, widen_from: str | Path | None = None) -> Path:
     """Train the student: ``pixel_loss`` (l1 or l2) to ground truth, plus ``teacher_weight`` x the
     same loss to the teacher's output when ``teacher_path`` is given (distillation). Without a
     teacher (``teacher_path=None``) it is plain supervised training with every augmentation.
@@ -198,7 +200,9 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
     L1 -> L2 fine-tune of the efficient-SR challenges). ``body_from``: a student of any scale or
     size whose tensors of the same name and shape start the ``config`` network at ``opts.scale``
     (an x2 from an x4 body; a 2-block size from the first blocks of a 4-block one); the rest
-    starts fresh. ``int8_aware``: fine-tune ``init`` for INT8 export, with every convolution that
+    starts fresh. ``widen_from``: a RepPFANet of the same depth whose function the wider
+    ``config`` network starts from (:func:`medsr_edge.models.widen.widen`, channels copied, a
+    little noise, WIDEN_NOISE). ``int8_aware``: fine-tune ``init`` for INT8 export, with every convolution that
     INT8 export quantizes (all in the body after the first ``int8_aware``, the number export keeps
     float with ``--int8-float-convs``) running on int8-rounded inputs and weights in training
     (:mod:`medsr_edge.distill.qat`)."""
@@ -216,9 +220,9 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
             raise ValueError(f"teacher is x{t_meta.get('scale')} but --scale is {opts.scale}")
     else:
         teacher_weight, cache_teacher = 0.0, False
-    transfer = None
-    if init and body_from:
-        raise ValueError("--init (fine-tune) and --body-from (start a new network) exclude each other")
+    transfer = widened = None
+    if sum(x is not None for x in (init, body_from, widen_from)) > 1:
+        raise ValueError("--init (fine-tune), --body-from and --widen-from (start a new network) exclude each other")
     if init:
         start_model, cfg, i_meta = load_model(init, ctx.device)
         if int(i_meta.get("scale", opts.scale)) != opts.scale:
@@ -239,6 +243,16 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
             raise ValueError(f"--body-from {body_from}: no tensor has the name and shape of one in {cfg.get('name', cfg['type'])}")
         log.info("--body-from %s: %d tensors copied, %d left fresh (%s)", body_from, len(transfer["copied"]),
                  len(transfer["fresh"]), ", ".join(transfer["fresh"]) or "none")
+        student = ctx.wrap(start_model.train())
+    elif widen_from:
+        source, s_cfg, s_meta = load_model(widen_from, ctx.device)
+        if s_meta.get("deploy") or int(s_meta.get("scale", opts.scale)) != opts.scale:
+            raise ValueError(f"--widen-from {widen_from}: pass the training checkpoint of an x{opts.scale} network")
+        cfg = resolve_config(config, scale=opts.scale)
+        start_model = widen(source.cpu(), build_model(cfg), noise=WIDEN_NOISE, seed=opts.seed).to(ctx.device)
+        widened = {"from": str(widen_from), "from_config": s_cfg.get("name", s_cfg["type"]), "noise": WIDEN_NOISE}
+        log.info("--widen-from %s: %s widened to %s (function kept, noise %g)", widen_from,
+                 s_cfg.get("name", s_cfg["type"]), cfg.get("name", cfg["type"]), WIDEN_NOISE)
         student = ctx.wrap(start_model.train())
     else:
         cfg = resolve_config(config, scale=opts.scale)
@@ -306,6 +320,7 @@ def distill_student(opts: TrainOptions, teacher_path: str | Path | None, config:
              "init": str(init) if init else None,
              **({"body_from": {k: v for k, v in transfer.items() if k != "copied"} | {"copied": len(transfer["copied"])}}
                 if transfer else {}),
+             **({"widen_from": widened} if widened else {}),
              "losses": {f"{pixel_loss}_gt": gt_weight, f"{pixel_loss}_teacher": teacher_weight},
              "cache_teacher": cache_teacher, "ema_decay": opts.ema_decay}
 

@@ -30,6 +30,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "student-fast": {"type": "RepPFANet", "num_feat": 32, "num_block": 2, "expand": 2},
     "student": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2},
     "student-quality": {"type": "RepPFANet", "num_feat": 32, "num_block": 8, "expand": 2},
+    # The CPU teacher: the default's depth at twice its width (4x its MACs), started as the trained
+    # default widened (widen.py) and trained on with the same recipe.
+    "teacher-wide": {"type": "RepPFANet", "num_feat": 64, "num_block": 4, "expand": 2},
     # The default size over a windowed-sinc anchor instead of pixel replication (reppfa_arch.py).
     "student-sinc": {"type": "RepPFANet", "num_feat": 32, "num_block": 4, "expand": 2, "anchor": "sinc"},
     # The first student (plain RepConv trunk, ReLU), kept for the models trained with it.
