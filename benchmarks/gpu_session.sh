@@ -78,8 +78,8 @@ train teacher-psnr "$OUTDIR/$T-psnr" "$TEACHER_ITERS" -- train teacher --config 
 train teacher-gan "$OUTDIR/$T-gan" "$GAN_ITERS" -- train teacher --stage gan --init "$OUTDIR/$T-psnr" --disc "$DISC" \
   --data "$DATA" --batch "$BATCH" --patch "$PATCH" --scale "$SCALE" --lr 1e-4 --disc-lr 4e-4 \
   --pixel-weight 1 --perceptual-weight 0.02 --gan-weight 0.1 --val-every "$VAL_EVERY"
-train distill "$OUTDIR/$S" "$STUDENT_ITERS" -- distill --teacher "$OUTDIR/$T-psnr" --config "$STUDENT_CONFIG" \
-  --no-cache-teacher --data "$DATA" --batch "$BATCH" --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --val-every "$VAL_EVERY"
+train distill "$OUTDIR/$S" "$STUDENT_ITERS" -- train student --teacher "$OUTDIR/$T-psnr" --config "$STUDENT_CONFIG" \
+  --data "$DATA" --batch "$BATCH" --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --val-every "$VAL_EVERY"
 
 # 4. Exports, checked against PyTorch and (INT8) against ground truth on the val split; the student's
 #    as one release (safetensors, ONNX FP32, FP16, INT8: `export --format release`).

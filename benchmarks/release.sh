@@ -33,13 +33,13 @@ export MEDSR_EDGE_WEIGHTS="$WEIGHTS"
 medsr-edge train teacher --config "$TEACHER_CONFIG" --stage psnr --data "$DATA" --out "$RUNS/$T-psnr" \
   --iters "$TEACHER_ITERS" --batch 16 --patch "$PATCH" --scale "$SCALE" --threads "$THREADS"
 # 2. Distillation into the re-parameterizable student (teacher outputs cached once).
-medsr-edge distill --teacher "$RUNS/$T-psnr" --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/$S" \
+medsr-edge train student --teacher "$RUNS/$T-psnr" --cache-teacher --config "$STUDENT_CONFIG" --data "$DATA" --out "$RUNS/$S" \
   --iters "$STUDENT_ITERS" --batch 32 --patch "$PATCH" --scale "$SCALE" --lr 5e-4 --limit "$STUDENT_LIMIT" --threads "$THREADS"
 
 SRUN="$RUNS/$S"; INIT=()
 # 2b. Fine-tune: the same distillation from the first stage's weights, lower LR, every training image.
 if [ "$FINETUNE_ITERS" -gt 0 ]; then
-  medsr-edge distill --teacher "$RUNS/$T-psnr" --init "$RUNS/$S" --data "$DATA" --out "$RUNS/$S-ft" \
+  medsr-edge train student --teacher "$RUNS/$T-psnr" --cache-teacher --init "$RUNS/$S" --data "$DATA" --out "$RUNS/$S-ft" \
     --iters "$FINETUNE_ITERS" --batch 32 --patch "$PATCH" --scale "$SCALE" --lr 2e-4 --limit "$FINETUNE_LIMIT" \
     --val-every 1000 --threads "$THREADS"
   SRUN="$RUNS/$S-ft"; INIT=(--init-run "$S=$RUNS/$S")

@@ -60,3 +60,23 @@ def test_train_widen_from_starts_at_the_source(tmp_path, phantom_dir):
                               "--lr", "0", *common])
     assert res.exit_code == 0, res.output
     assert read_metadata(tmp_path / "w")[1]["widen_from"]["from"] == str(tmp_path / "s")
+
+
+def test_train_student_with_a_teacher_distils(tmp_path, phantom_dir):
+    """`train student --teacher T`: the same command and recipe, plus the loss to T's output."""
+    from typer.testing import CliRunner
+
+    from medsr_edge.cli.main import app
+    from medsr_edge.models.checkpoint import read_metadata
+
+    runner = CliRunner()
+    common = ["--data", str(phantom_dir), "--batch", "2", "--patch", "32", "--val-every", "2", "--threads", "1",
+              "--loss", "l2", "--intensity-aug", "0.5"]
+    assert runner.invoke(app, ["train", "student", "--config", "student-fast", "--out", str(tmp_path / "t"),
+                               "--iters", "2", *common]).exit_code == 0
+    res = runner.invoke(app, ["train", "student", "--config", "student-tiny", "--out", str(tmp_path / "s"),
+                              "--teacher", str(tmp_path / "t"), "--teacher-weight", "0.5", "--iters", "2", *common])
+    assert res.exit_code == 0, res.output
+    meta = read_metadata(tmp_path / "s")[1]
+    assert meta["teacher"] == str(tmp_path / "t") and meta["losses"] == {"l2_gt": 1.0, "l2_teacher": 0.5}
+    assert "loss_kd" in (tmp_path / "s" / "log.csv").read_text().splitlines()[0]

@@ -385,7 +385,7 @@ def _experiment(ctx: typer.Context, config: str) -> dict:
     for key, value in doc.items():
         source = ctx.get_parameter_source(key)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            values[key] = Path(value) if key in ("data", "out", "init", "body_from", "widen_from") and value is not None else value
+            values[key] = Path(value) if key in ("data", "out", "init", "body_from", "widen_from", "teacher") and value is not None else value
     return values
 
 
@@ -472,6 +472,9 @@ def train_student_cmd(
     body_from: Optional[Path] = typer.Option(None, help="Start --config at --scale from the tensors of this student that match in name and shape (an x2 from an x4 body; a smaller size from the first blocks)."),
     widen_from: Optional[Path] = typer.Option(None, help="Start --config as a function-preserving widening of this trained RepPFANet of the same depth (its features copied; e.g. a wide teacher from the default student)."),
     loss: str = typer.Option("l1", help="Pixel loss: l1, or l2 for the final fine-tune."),
+    teacher: Optional[Path] = typer.Option(None, help="Distil: also fit this teacher's output (a checkpoint or training folder of the same scale), weighted by --teacher-weight."),
+    teacher_weight: float = typer.Option(1.0, min=0.0, help="Weight of the pixel loss to the teacher's output against 1 for the ground truth."),
+    cache_teacher: bool = typer.Option(False, help="Run the teacher once over the training images (fast; patches then get flips and turns only, no recipe augmentation) instead of on every batch."),
     int8_aware: Optional[int] = typer.Option(None, help="Fine-tune --init for INT8 export: the convolutions export quantizes run on int8-rounded inputs and weights in training. The value is the --int8-float-convs the export will use."),
     edge_patches: float = typer.Option(0.0, min=0.0, max=1.0, help="Fraction of training patches centred on an image's strongest edges (markers, metal, collimator and bone edges), which uniform patches rarely hold."),
     iters: int = 30000, batch: int = 12, patch: int = typer.Option(160, help="HR patch side, pixels (a multiple of the scale)."),
@@ -485,7 +488,8 @@ def train_student_cmd(
     source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
     lossy_downscale: int = _common["lossy_downscale"],
 ) -> None:
-    """Train a student on the ground truth alone (no teacher), resumable: re-run to continue."""
+    """Train a student on the ground truth, and a teacher's output with --teacher (distillation);
+    resumable: re-run to continue."""
     _setup_logging(True)
     from ..distill.train import distill_student
 
@@ -493,6 +497,7 @@ def train_student_cmd(
     data, out, config, init, body_from, loss, int8_aware, edge_patches, widen_from = (
         v["data"], v["out"], v["config"], v["init"], v["body_from"], v["loss"], v["int8_aware"], v["edge_patches"],
         v["widen_from"])
+    teacher, teacher_weight, cache_teacher = v["teacher"], v["teacher_weight"], v["cache_teacher"]
     iters, batch, patch, scale, lr, split, val_split, val_every, seed, threads, limit = (
         v["iters"], v["batch"], v["patch"], v["scale"], v["lr"], v["split"], v["val_split"], v["val_every"], v["seed"],
         v["threads"], v["limit"])
@@ -506,8 +511,9 @@ def train_student_cmd(
                           RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation,
                                         lossy_downscale),
                           edge_patches=edge_patches)
-    path = _train(distill_student, opts, None, config, init=init, pixel_loss=loss, body_from=body_from,
-                  int8_aware=int8_aware, widen_from=widen_from)
+    path = _train(distill_student, opts, teacher, config, init=init, pixel_loss=loss, body_from=body_from,
+                  int8_aware=int8_aware, widen_from=widen_from, teacher_weight=teacher_weight,
+                  cache_teacher=cache_teacher)
     typer.echo(str(path))
 
 
@@ -531,31 +537,6 @@ def pack_data_cmd(
         fail(str(exc))
     counts = ", ".join(f"{m} {n}" for m, n in sorted(manifest["images_per_modality"].items()))
     typer.echo(f"{output}: {manifest['bytes'] / (1 << 20):.1f} MiB, {len(manifest['files'])} images ({counts})")
-
-
-@app.command()
-def distill(
-    teacher: Path = typer.Option(..., help="Teacher checkpoint or training folder."),
-    data: Path = _common["data"], out: Path = _common["out"],
-    config: str = typer.Option("student", help="Student config: student, student-tiny."),
-    iters: int = 10000, batch: int = 16, patch: int = 128, scale: int = 4, lr: float = 1e-3,
-    split: str = "train", val_split: str = "val", val_every: int = 500, seed: int = 0,
-    threads: Optional[int] = None, denoise: Optional[str] = None, limit: Optional[int] = None,
-    teacher_weight: float = typer.Option(1.0, help="Weight of L1(student, teacher)."),
-    init: Optional[Path] = typer.Option(None, help="Student checkpoint (training form) to fine-tune, e.g. a shipped student-x4.safetensors."),
-    cache_teacher: bool = typer.Option(True, help="Run the teacher once over the data (fast, flips/rot90 only; off: every augmentation, teacher run per batch)."),
-    workers: int = _common["workers"], max_minutes: Optional[float] = _common["max_minutes"],
-    channels_last: bool = _common["channels_last"], compile: bool = _common["compile"],
-) -> None:
-    """Distil a teacher into the re-parameterizable student."""
-    _setup_logging(True)
-    from ..distill.train import distill_student
-
-    opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
-                          denoise, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile))
-    path = _train(distill_student, opts, teacher, config, teacher_weight=teacher_weight, cache_teacher=cache_teacher,
-                  init=init)
-    typer.echo(str(path))
 
 
 @app.command()
