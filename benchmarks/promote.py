@@ -1,6 +1,7 @@
 """Promote a training run to a shipped model on the leave-source-out rule (issue 24).
 
     python benchmarks/promote.py RUN NAME [--data ../shared/data]   # e.g. runs/student-x4-v2 student-x4
+    python benchmarks/promote.py RUN NAME --trial docs/FILE.json    # the same comparison, nothing replaced
 
 The candidate (RUN exported to ONNX FP32 and INT8, as shipping would) and the shipped NAME are
 benched alike, the same way (x4 or x2 bicubic LR, one thread, ONNX Runtime): on every image of the
@@ -76,9 +77,10 @@ def decide(candidate: dict, shipped: dict) -> tuple[bool, str]:
     return ok, why
 
 
-def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
+def promote(run: str, name: str, data: str, threads: int = 1, trial: Path | None = None) -> bool:
     """Export ``run`` as ``name``, bench it and the shipped ``name`` alike, replace the shipped
-    artifacts only when the rule above says so. Returns whether it did."""
+    artifacts only when the rule above says so. Returns whether it did (or, for a ``trial``, would
+    have: nothing is replaced and the comparison goes to that JSON file instead)."""
     protocol, _ = load()
     held_out = protocol["held_out"]
     from medsr_edge.models.checkpoint import read_metadata
@@ -103,21 +105,25 @@ def promote(run: str, name: str, data: str, threads: int = 1) -> bool:
             ok, why = decide(result["candidate"], result["shipped"])
         else:  # a first release: nothing to beat, but its scores are recorded all the same
             ok, why = True, f"{name} was not shipped yet: first release"
-        result.update(promoted=ok, why=why, wall_time_s=round(time.time() - t0))
-        if ok:
+        result.update(promoted=ok and trial is None, why=why, wall_time_s=round(time.time() - t0),
+                      **({"trial": True} if trial else {}))
+        if ok and trial is None:
             for f in cand.glob(f"{name}*"):
                 shutil.copy(f, WEIGHTS / f.name)
             if released["onnx-int8"].startswith("refused"):  # never an INT8 of another run beside the new FP32
                 (WEIGHTS / f"{name}-int8.onnx").unlink(missing_ok=True)
-    out = ROOT / "docs" / "promotions" / f"{name}.json"
+    out = trial or ROOT / "docs" / "promotions" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     c = result["candidate"]
     shipped = (f"; shipped: held-out {result['shipped']['held_out']['gain']:+.3f} dB, test "
                f"{result['shipped']['test']['gain']:+.3f} dB" if "shipped" in result else "")
     print(f"{name}: candidate {run}: held-out {c['held_out']['gain']:+.3f} dB, test {c['test']['gain']:+.3f} dB{shipped}")
-    print(("promoted: medsr_edge/weights/%s.* replaced; rebuild the cards: python benchmarks/model_cards.py" if ok
-           else "not promoted: the shipped %s stays") % name + f" ({why})")
+    if trial:
+        print(f"trial ({out}): {'would replace' if ok else 'would not replace'} the shipped {name} ({why})")
+    else:
+        print(("promoted: medsr_edge/weights/%s.* replaced; rebuild the cards: python benchmarks/model_cards.py" if ok
+               else "not promoted: the shipped %s stays") % name + f" ({why})")
     return ok
 
 
@@ -127,8 +133,11 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trial", type=Path, metavar="JSON",
+                    help="compare only: replace nothing, write the comparison here (e.g. a teacher against "
+                         "student-quality-x4, or the arms of an ablation against the default)")
     a = ap.parse_args()
-    sys.exit(0 if promote(a.run, a.name, a.data, a.threads) else 3)
+    sys.exit(0 if promote(a.run, a.name, a.data, a.threads, a.trial) else 3)
 
 
 if __name__ == "__main__":
