@@ -129,6 +129,18 @@ def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = 
     }
 
 
+def physics_section(result: dict, name: str) -> dict:
+    """The card keys of an acquisition family model: ``auto_pick`` (whether enhance chooses it by
+    Modality; runtime.models.family_model) and ``physics`` (gains over bicubic per setting, verdict)."""
+    v = result["verdict"]
+    return {"auto_pick": v["auto_pick"],
+            "physics": {"family": result["family"], "degradation": result["degradation"], "verdict": v,
+                        "command": f"python benchmarks/physics_eval.py --run {result['run']} --family {result['family']}",
+                        "settings": {label: {"images": s["images"], "bicubic_psnr": s["rows"]["bicubic"]["psnr"],
+                                             "gains": {k: r["gain"] for k, r in s["rows"].items() if k != "bicubic"}}
+                                     for label, s in result["settings"].items()}}}
+
+
 def f(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -156,6 +168,14 @@ def markdown(c: dict) -> str:
                         "Its output may contain detail that is not in the patient; use it for viewing, not measurement.")
         lines.append(f"- GAN stage from {t.get('init')}: relativistic average GAN with the {t.get('disc')} discriminator "
                      f"(learning rate {t.get('disc_lr')}, generator {t.get('lr')})")
+    ph = c.get("physics")
+    if ph:
+        v = ph["verdict"]
+        use = (f"picked by `enhance` for every {ph['family'].upper()} image" if c.get("auto_pick")
+               else f"opt-in (`--model {c['name']}`): `enhance` does not pick it by Modality, because it costs the "
+                    "bicubic protocol")
+        lines[2:2] = [f"Acquisition family model ({ph['family'].upper()}, trained under `{ph['degradation']}` physics): "
+                      f"{use}. {v['why']}.", ""]
     if t.get("body_from"):
         b = t["body_from"]
         lines.append(f"- Started from {b['from']} ({b['from_config']}, x{b['from_scale']}): {b['copied']} tensors of the same "
@@ -198,6 +218,12 @@ def markdown(c: dict) -> str:
             lines.append(f"Student minus teacher: {r['teacher']['student_minus_teacher_db']:+.2f} dB.")
         lines += ["", "| artifact | PSNR | SSIM | ms/img (median) | size MB |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['latency_ms_p50']:.1f} | {v['size_mb']:.2f} |" for k, v in r["artifacts"].items()]
+    if ph:
+        lines += ["", f"## Under acquisition physics (`{ph['command']}`)", "",
+                  "| setting | images | bicubic PSNR | gains over bicubic |", "|---|---|---|---|"]
+        lines += [f"| {label} | {sum(st['images'].values()) if isinstance(st['images'], dict) else st['images']} | "
+                  f"{st['bicubic_psnr']:.2f} | " + ", ".join(f"{k} {g:+.2f}" for k, g in st["gains"].items()) + " |"
+                  for label, st in ph["settings"].items()]
     guard = c.get("fidelity_guard")
     if guard is not None:
         lines += ["", f"Fidelity guard (bench and export refuse a GAN model more than {guard['margin_db']} dB below bicubic "
@@ -244,13 +270,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--perceptual", type=Path, help="bench JSON with fd_vgg16/frd columns")
     ap.add_argument("--rescore", action="append", default=[], help="NAME: new results in NAME's existing card")
+    ap.add_argument("--physics", action="append", default=[],
+                    help="NAME=JSON: an acquisition family model's benchmarks/physics_eval.py result (its scores under "
+                         "the family's physics and under bicubic, and whether enhance picks it by Modality)")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     percep = json.loads(args.perceptual.read_text()) if args.perceptual else None
     inits = dict(spec.split("=", 1) for spec in args.init_run)
+    physics = {name: json.loads(Path(f).read_text()) for name, f in (spec.split("=", 1) for spec in args.physics)}
     for spec in args.run:
         name, run = spec.split("=", 1)
         c = card(name, Path(run), bench, args.data, Path(inits[name]) if name in inits else None, percep)
+        if name in physics:
+            c.update(physics_section(physics[name], name))
         write(name, c)
     for name in args.rescore:
         old = json.loads((WEIGHTS / f"{name}.json").read_text())

@@ -71,7 +71,7 @@ def main() -> None:
             line = ", ".join(f"{k} {v['gain']:+.2f}" for k, v in rows.items() if k != "bicubic")
             print(f"{label}: bicubic {rows['bicubic']['psnr']:.2f} dB; gains {line}", flush=True)
     result["verdict"] = verdict(result, physics, name)
-    print(f"verdict: {result['verdict']}")
+    print(f"verdict: {result['verdict']['decision']} {name} ({result['verdict']['why']})")
     if a.json:
         a.json.write_text(json.dumps(result, indent=1) + "\n")
 
@@ -82,19 +82,23 @@ PHYSICS_TARGET = {"mr-kspace": ("zero-filled", 1.5), "ct-kernel": ("student-x4",
 MAX_BICUBIC_DROP = 0.05  # dB it may lose against the default under bicubic: enhance picks it by Modality
 
 
-def verdict(result: dict, physics: str, name: str) -> str:
-    """Ship ``name`` only when, on the sources its training left out (else the test split), it meets
-    the physics target (PHYSICS_TARGET) and loses at most MAX_BICUBIC_DROP against the default
-    under bicubic: enhance would pick it for every image of that Modality, so it must not cost the
-    bicubic-protocol numbers."""
+def verdict(result: dict, physics: str, name: str) -> dict:
+    """On the sources the model's training left out (else the test split): ``ship`` (picked by
+    Modality) when it meets the physics target (PHYSICS_TARGET) and loses at most MAX_BICUBIC_DROP
+    against the default under bicubic, since enhance would then pick it for every image of that
+    Modality; ``opt-in`` (shipped with ``auto_pick: false``, used with --model NAME) when it meets the
+    physics target but costs the bicubic protocol; else ``do not ship``."""
     where = "held-out sources" if f"{physics}, held-out sources" in result["settings"] else "test split"
     rows = {label: result["settings"][f"{label}, {where}"]["rows"] for label in (physics, "bicubic")}
     reference, target = PHYSICS_TARGET[physics]
     up = rows[physics][name]["gain"] - rows[physics][reference]["gain"]
     drop = rows["bicubic"]["student-x4"]["gain"] - rows["bicubic"][name]["gain"]
-    ok = up >= target and drop <= MAX_BICUBIC_DROP
-    return (f"{'ship' if ok else 'do not ship'} {name} ({where}: {physics} {up:+.2f} dB over {reference} "
-            f"(needs +{target}), bicubic {-drop:+.2f} dB against the default (needs >= -{MAX_BICUBIC_DROP}))")
+    decision = ("ship" if drop <= MAX_BICUBIC_DROP else "opt-in") if up >= target else "do not ship"
+    return {"decision": decision, "auto_pick": decision == "ship", "on": where,
+            "physics_gain_over_reference_db": round(up, 3), "reference": reference, "target_db": target,
+            "bicubic_vs_default_db": round(-drop, 3), "max_bicubic_drop_db": MAX_BICUBIC_DROP,
+            "why": f"{where}: {physics} {up:+.2f} dB over {reference} (needs +{target}), bicubic {-drop:+.2f} dB "
+                   f"against the default (needs >= -{MAX_BICUBIC_DROP} to be picked by Modality)"}
 
 
 if __name__ == "__main__":

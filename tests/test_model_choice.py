@@ -68,3 +68,19 @@ def test_rasters_follow_modality_and_model_always_wins(tmp_path, weights):
     assert res.exit_code == 0 and "student-x4-mr" not in _label(tmp_path / "m.dcm")
     res = runner.invoke(app, ["enhance", str(png), "--modality", "PET"])
     assert res.exit_code == 2 and "use MR, CT or XR" in res.output
+
+
+def test_an_opt_in_family_model_is_named_but_not_picked(tmp_path, weights, ct_small):
+    """A family model whose card says auto_pick false (it costs the bicubic protocol) is not chosen
+    by Modality; the note names it and how to use it, and --model still does."""
+    import json
+
+    (weights / "student-x4-mr.json").write_text(json.dumps({"name": "student-x4-mr", "auto_pick": False}))
+    mr = get_testdata_file("MR_small.dcm")
+    res = runner.invoke(app, ["enhance", mr, "-o", str(tmp_path / "auto.dcm")])
+    assert res.exit_code == 0, res.output
+    assert ": MR -> student-x4 (student-x4-mr" in res.output and "is opt-in: --model student-x4-mr" in res.output
+    assert "student-x4-mr" not in _label(tmp_path / "auto.dcm")
+    res = runner.invoke(app, ["enhance", mr, "-o", str(tmp_path / "opt.dcm"), "--model", "student-x4-mr"])
+    assert res.exit_code == 0 and "student-x4-mr" in _label(tmp_path / "opt.dcm")
+    assert "physics, opt-in: --model student-x4-mr" in runner.invoke(app, ["info"]).output

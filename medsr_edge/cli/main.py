@@ -245,6 +245,8 @@ def info(torch_check: bool = typer.Option(False, "--torch", help="Also import Py
             summary += "  [default]"
         elif is_gan_model(name, card.get("training", {})):
             summary += f"  [GAN-trained, opt-in: --model {name}]"
+        elif card.get("auto_pick") is False:
+            summary += f"  [{card.get('physics', {}).get('degradation', 'acquisition')} physics, opt-in: --model {name}]"
         typer.echo(f"  {name}: " + ", ".join(f"{f.name} ({f.stat().st_size / 1e6:.2f} MB)" for f in files) + summary)
     typer.echo("backends:")
     typer.echo(f"  onnxruntime {ort.__version__}: providers {', '.join(ort.get_available_providers())}; "

@@ -216,7 +216,10 @@ class ModelChooser:
                 self.report(f"note: {where}: Modality {dicom_modality or 'missing'} has no acquisition family; "
                             f"using the default {name}")
             else:
-                self.report(f"note: {where}: {stated or 'no modality'} -> {name}")
+                other = family_model(self.default, family, opt_in=True)
+                self.report(f"note: {where}: {stated or 'no modality'} -> {name}"
+                            + (f" ({other}, trained on {family.upper()} acquisition physics, is opt-in: --model {other})"
+                               if other and other != name else ""))
         return self.enhancer(name)
 
 

@@ -46,13 +46,17 @@ def family_of(modality: str) -> str | None:
     return next((f for f, values in FAMILY_MODALITIES.items() if m.upper() in values), None)
 
 
-def family_model(default: str, family: str | None) -> str | None:
+def family_model(default: str, family: str | None, *, opt_in: bool = False) -> str | None:
     """The shipped family model of ``default`` for ``family`` (``student-x4`` + ``mr`` ->
-    ``student-x4-mr``), or None when it is not shipped."""
+    ``student-x4-mr``) that is picked automatically, or None. A family model whose card says
+    ``"auto_pick": false`` (it costs the bicubic protocol; ``--model NAME`` uses it) is returned only
+    with ``opt_in=True``."""
     if family is None:
         return None
     name = f"{default}-{family}"
-    return name if name in shipped_models() else None
+    if name not in shipped_models():
+        return None
+    return name if opt_in or model_card(name).get("auto_pick", True) else None
 
 
 def model_card(name: str) -> dict:
