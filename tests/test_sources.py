@@ -75,6 +75,22 @@ def test_patches_are_balanced_per_source_not_per_image(two_source_dir):
         PatchSampler(samples, 32, 4, balance="hospital")
 
 
+def test_native_images_are_drawn_more_often_when_weighted():
+    """--native-weight W: within its group, an image stored with more than 8 bits is drawn W times as
+    often as an 8-bit one (1 native + 4 8-bit at W = 4: half the draws, against a fifth)."""
+    from medsr_edge.distill.data import PatchSampler, Sample
+
+    hr = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    samples = [Sample(hr, "ct", Path("native.dcm"), 1 / 4095, "ct/a")]
+    samples += [Sample(hr, "ct", Path(f"{i}.jpg"), 1 / 255, "ct/a") for i in range(4)]
+    for weight, share in ((1.0, 0.2), (4.0, 0.5)):
+        sampler = PatchSampler(samples, 32, 4, seed=2, native_weight=weight)
+        picks = [sampler._pick().path.name for _ in range(4000)]
+        assert abs(picks.count("native.dcm") / 4000 - share) < 0.03, weight
+    with pytest.raises(ValueError, match="native_weight"):
+        PatchSampler(samples, 32, 4, native_weight=0)
+
+
 def test_left_out_sources_are_not_trained_on(two_source_dir):
     from medsr_edge.distill.data import load_samples
 

@@ -343,7 +343,7 @@ def _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, 
                         data=Path(data), out=Path(out), scale=scale, iters=iters, batch=batch, patch=patch, lr=lr,
                         exclude_sources=tuple(recipe.exclude_sources), balance=recipe.balance,
                         sources=tuple(recipe.sources), degradation=recipe.degradation,
-                        lossy_downscale=recipe.lossy_downscale,
+                        lossy_downscale=recipe.lossy_downscale, native_weight=recipe.native_weight,
                         augment=AugmentConfig(p_intensity=recipe.intensity_aug, p_degrade_jitter=recipe.degrade_jitter),
                         split=split or None, val_split=val_split or None, val_every=val_every,
                         save_every=val_every, seed=seed, threads=threads, denoise=denoise, blur_sigma=blur,
@@ -396,10 +396,10 @@ class RecipeOptions:
 
     def __init__(self, exclude_sources: list[str] | None = None, balance: str = "modality", intensity_aug: float = 0.0,
                  degrade_jitter: float = 0.0, sources: list[str] | None = None, degradation: str = "bicubic",
-                 lossy_downscale: int = 1) -> None:
+                 lossy_downscale: int = 1, native_weight: float = 1.0) -> None:
         self.exclude_sources, self.sources, self.degradation = list(exclude_sources or []), list(sources or []), degradation
         self.balance, self.intensity_aug, self.degrade_jitter = balance, intensity_aug, degrade_jitter
-        self.lossy_downscale = lossy_downscale
+        self.lossy_downscale, self.native_weight = lossy_downscale, native_weight
 
 
 _common = dict(
@@ -415,6 +415,7 @@ _common = dict(
     intensity_aug=typer.Option(0.0, min=0.0, max=1.0, help="Share of patches seen through a random window/level, gamma and (1 in 5) inversion."),
     degrade_jitter=typer.Option(0.0, min=0.0, max=1.0, help="Share of LR patches made with a random extra blur (sigma <= 0.5 HR px) and noise (<= 0.004)."),
     source=typer.Option(None, "--source", metavar="MODALITY/SOURCE", help="Train on this source or modality only (e.g. mri); repeatable."),
+    native_weight=typer.Option(1.0, min=0.01, help="Draw images stored with more than 8 bits (native CT and MR DICOM, 16-bit PNG/TIFF) this many times as often as 8-bit ones of their modality. 1: every image alike."),
     lossy_downscale=typer.Option(1, min=1, max=4, help="Downscale the ground truth of lossy-compressed images (JPEG files, lossy DICOM) by this factor (antialiased) before drawing patches, so their block edges and ringing are averaged away, not learnt as texture. 1: as stored."),
     degradation=typer.Option("bicubic", help="How LR patches are made: bicubic; mr-kspace, ct-kernel or xr-detector (acquisition physics, parameters drawn per patch from documented ranges); mixed (half bicubic, half the family of each patch's modality)."),
 )
@@ -446,7 +447,7 @@ def train_teacher_cmd(
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
     source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
-    lossy_downscale: int = _common["lossy_downscale"],
+    lossy_downscale: int = _common["lossy_downscale"], native_weight: float = _common["native_weight"],
 ) -> None:
     """Train the RRDBNet teacher (stage psnr, then stage gan)."""
     _setup_logging(True)
@@ -457,7 +458,7 @@ def train_teacher_cmd(
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           denoise, blur, noise, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
                           RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation,
-                                        lossy_downscale))
+                                        lossy_downscale, native_weight))
     path = _train(train_teacher, opts, config, stage, init, pixel_weight=pixel_weight,
                   perceptual_weight=perceptual_weight, gan_weight=gan_weight, disc_config=disc,
                   perceptual=perceptual, disc_lr=disc_lr)
@@ -488,7 +489,7 @@ def train_student_cmd(
     exclude_source: Optional[list[str]] = _common["exclude_source"], balance: str = _common["balance"],
     intensity_aug: float = _common["intensity_aug"], degrade_jitter: float = _common["degrade_jitter"],
     source: Optional[list[str]] = _common["source"], degradation: str = _common["degradation"],
-    lossy_downscale: int = _common["lossy_downscale"],
+    lossy_downscale: int = _common["lossy_downscale"], native_weight: float = _common["native_weight"],
 ) -> None:
     """Train a student on the ground truth, and a teacher's output with --teacher (distillation);
     resumable: re-run to continue."""
@@ -503,15 +504,15 @@ def train_student_cmd(
     iters, batch, patch, scale, lr, split, val_split, val_every, seed, threads, limit = (
         v["iters"], v["batch"], v["patch"], v["scale"], v["lr"], v["split"], v["val_split"], v["val_every"], v["seed"],
         v["threads"], v["limit"])
-    exclude_source, balance, intensity_aug, degrade_jitter, source, degradation, lossy_downscale = (
+    exclude_source, balance, intensity_aug, degrade_jitter, source, degradation, lossy_downscale, native_weight = (
         v["exclude_source"], v["balance"], v["intensity_aug"], v["degrade_jitter"], v["source"], v["degradation"],
-        v["lossy_downscale"])
+        v["lossy_downscale"], v["native_weight"])
     if data is None or out is None:
         fail("train student needs --data and --out (or data and out in the experiment file)")
     opts = _train_options(data, out, scale, iters, batch, patch, lr, split, val_split, val_every, seed, threads,
                           None, 0.0, 0.0, limit, SpeedOptions(workers, max_minutes, channels_last, compile),
                           RecipeOptions(exclude_source, balance, intensity_aug, degrade_jitter, source, degradation,
-                                        lossy_downscale),
+                                        lossy_downscale, native_weight),
                           edge_patches=edge_patches)
     path = _train(distill_student, opts, teacher, config, init=init, pixel_loss=loss, body_from=body_from,
                   int8_aware=int8_aware, widen_from=widen_from, teacher_weight=teacher_weight,

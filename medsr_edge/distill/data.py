@@ -132,18 +132,29 @@ def _dihedral(arrs, rng):
     return out
 
 
+def is_native(sample: Sample) -> bool:
+    """True for an image stored with more than 8 bits: its value grid is finer than 1/255 (or it
+    has none, as float images)."""
+    return sample.step < 0.5 / 255
+
+
 class PatchSampler:
     """Draws (lr, hr) batches: lr (B, 1, P/scale, P/scale), hr (B, 1, P, P), float32 in [0, 1]."""
 
     def __init__(self, samples: list[Sample], patch: int, scale: int, augment: AugmentConfig | None = None,
                  blur_sigma: float = 0.0, noise_sigma: float = 0.0, seed: int = 0, balance: str = "modality",
-                 edge_fraction: float = 0.0, degradation: str = "bicubic") -> None:
+                 edge_fraction: float = 0.0, degradation: str = "bicubic", native_weight: float = 1.0) -> None:
         """balance: ``"source"`` (a modality, then a source in it, then an image, each uniformly),
         ``"modality"`` (a modality, then an image in it) or ``"image"`` (every image alike).
         degradation: how LR patches are made: ``"bicubic"``; an acquisition family
         (``"mr-kspace"``, ``"ct-kernel"``, ``"xr-detector"``) with parameters drawn per patch from
         :func:`~medsr_edge.core.degradation.draw_params`' ranges; or ``"mixed"``: half the patches
-        bicubic, half the family of the patch's modality (mri, ct, xray; others bicubic)."""
+        bicubic, half the family of the patch's modality (mri, ct, xray; others bicubic).
+        native_weight: within its group, an image stored with more than 8 bits (its value grid finer
+        than 1/255: native CT and MR DICOM, 16-bit PNG/TIFF) is drawn this many times as often as an
+        8-bit one; 1 draws every image alike."""
+        if native_weight <= 0:
+            raise ValueError(f"native_weight {native_weight}: use a positive weight")
         if balance not in BALANCE_CHOICES:
             raise ValueError(f"balance {balance!r}: use {', '.join(BALANCE_CHOICES)}")
         if degradation not in TRAIN_DEGRADATIONS:
@@ -166,13 +177,23 @@ class PatchSampler:
             mod = "all" if balance == "image" else s.modality
             src = s.source if balance == "source" else "all"
             self.groups.setdefault(mod, {}).setdefault(src, []).append(i)
+        # per group, the cumulative draw probabilities of its images (None: uniform)
+        self._cdf: dict[tuple[str, str], np.ndarray] = {}
+        if native_weight != 1.0:
+            for mod, by_source in self.groups.items():
+                for src, idx in by_source.items():
+                    w = np.array([native_weight if is_native(self.samples[i]) else 1.0 for i in idx])
+                    self._cdf[mod, src] = np.cumsum(w) / w.sum()
 
     def _pick(self) -> Sample:
         mods = sorted(self.groups)
-        by_source = self.groups[mods[int(self.rng.integers(len(mods)))]]
+        mod = mods[int(self.rng.integers(len(mods)))]
+        by_source = self.groups[mod]
         srcs = sorted(by_source)
-        idx = by_source[srcs[int(self.rng.integers(len(srcs)))]]
-        return self.samples[idx[int(self.rng.integers(len(idx)))]]
+        src = srcs[int(self.rng.integers(len(srcs)))]
+        idx, cdf = by_source[src], self._cdf.get((mod, src))
+        k = int(self.rng.integers(len(idx))) if cdf is None else min(int(np.searchsorted(cdf, self.rng.random(), "right")), len(idx) - 1)
+        return self.samples[idx[k]]
 
     def edge_points(self, sample: Sample) -> np.ndarray:
         """(N, 2) pixel positions (y, x) of ``sample``'s strongest edges: of a grid of 16x16-pixel

@@ -38,6 +38,7 @@ class TrainOptions:
     exclude_sources: tuple[str, ...] = ()  # <modality>/<source> names left out of training and validation
     balance: str = "modality"  # patch sampling: "modality", per modality then per source ("source"), or "image"
     sources: tuple[str, ...] = ()  # only these <modality>/<source> (or modalities); () = all
+    native_weight: float = 1.0  # images stored with more than 8 bits drawn this many times as often (PatchSampler)
     lossy_downscale: int = 1  # ground truth of lossy-compressed images downscaled by this factor first (load_samples)
     degradation: str = "bicubic"  # LR model: bicubic, mr-kspace, ct-kernel, xr-detector or mixed (PatchSampler)
     max_seconds: float | None = None  # stop this process (with a checkpoint) after this long; re-run resumes
@@ -55,6 +56,7 @@ class TrainOptions:
                   (self.degradation in TRAIN_DEGRADATIONS, "--degradation", f"use {', '.join(TRAIN_DEGRADATIONS)}"),
                   (0.0 <= self.edge_patches <= 1.0, "--edge-patches", "a fraction in [0, 1]"),
                   (1 <= self.lossy_downscale <= 4, "--lossy-downscale", "an integer from 1 (as stored) to 4"),
+                  (self.native_weight > 0, "--native-weight", "a positive weight (1: every image alike)"),
                   (0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)")]
         for ok, option, fix in checks:
             if not ok:

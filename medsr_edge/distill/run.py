@@ -87,7 +87,8 @@ class Run:
         # A resumed run draws new patches: the stream depends on the iteration it resumed at.
         seed = np.random.SeedSequence([o.seed, self.ctx.rank, worker, self.resumed_at]).generate_state(1)[0]
         return PatchSampler(self.train_samples, o.patch, o.scale, o.augment, o.blur_sigma, o.noise_sigma,
-                            seed=int(seed), balance=o.balance, edge_fraction=o.edge_patches, degradation=o.degradation)
+                            seed=int(seed), balance=o.balance, edge_fraction=o.edge_patches, degradation=o.degradation,
+                            native_weight=o.native_weight)
 
     def batches(self):
         """Endless (lr, hr) batches as tensors on the device. With ``opts.workers`` they are made in
@@ -142,6 +143,7 @@ class Run:
                 "train_sources": count_by_modality(s.source for s in self.train_samples),
                 "sources": list(o.sources), "exclude_sources": list(o.exclude_sources), "balance": o.balance,
                 **({"lossy_downscale": o.lossy_downscale} if o.lossy_downscale > 1 else {}),
+                **({"native_weight": o.native_weight} if o.native_weight != 1.0 else {}),
                 "augment": asdict(o.augment),
                 "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                             + (f", {torch.cuda.get_device_name()} x{self.ctx.world}" if self.ctx.device.type == "cuda" else ""),
