@@ -171,7 +171,11 @@ def markdown(c: dict) -> str:
     ph = c.get("physics")
     if ph:
         v = ph["verdict"]
-        use = (f"picked by `enhance` for every {ph['family'].upper()} image" if c.get("auto_pick")
+        from medsr_edge.runtime.models import FAMILY_MODALITIES
+
+        modalities = ", ".join(FAMILY_MODALITIES.get(ph["family"], ()))
+        use = (f"`enhance` picks it for every DICOM of Modality {modalities} and for `--modality "
+               f"{ph['family'].upper()}`; `--model` overrides" if c.get("auto_pick")
                else f"opt-in (`--model {c['name']}`): `enhance` does not pick it by Modality, because it costs the "
                     "bicubic protocol")
         lines[2:2] = [f"Acquisition family model ({ph['family'].upper()}, trained under `{ph['degradation']}` physics): "
