@@ -87,6 +87,42 @@ def test_gate_uses_round_by_round_ratios_when_both_runs_have_them():
     assert len(fails) == 1 and "onnx-int8" in fails[0] and "1.20x its fp32 twin" in fails[0]
 
 
+def _with_rounds(doc: dict, threads: int, wall: list, cpu: list) -> dict:
+    """``doc`` with interleaved rounds per row (lists in row order) and its inference thread count."""
+    doc["environment"]["threads"] = threads
+    for r, w, c in zip(doc["rows"], wall, cpu):
+        r["latency_rounds_ms"], r["latency_rounds_cpu_ms"] = w, c
+    return doc
+
+
+def test_gate_compares_cpu_time_when_both_runs_had_one_thread():
+    """Stop 34's CI failure: on a loaded runner the small students' wall-clock ratios to the
+    teacher doubled (0.064x -> 0.124x) while nothing in them had changed. With one inference
+    thread the gate compares CPU time, which a descheduled process does not accrue: the same
+    wall-clock rounds pass there, and a student that does more work fails on CPU time too."""
+    steady = ([1.0] * 3, [100.0] * 3, [10.0] * 3)
+    base = _with_rounds(_doc(32.5, 10.0, 100.0), 1, steady, steady)
+    loaded_wall = ([2.0] * 3, [110.0] * 3, [22.0] * 3)  # the student waited for the core, the teacher less so
+    now = _with_rounds(_doc(32.5, 22.0, 110.0), 1, loaded_wall, ([1.0] * 3, [100.0] * 3, [10.5] * 3))
+    assert bm.regression_gate(now, base, 0.05, 0.5) == ([], [])
+    # the same rounds timed with two threads are judged on the wall clock, and fail
+    fails, _ = bm.regression_gate(_with_rounds(now, 2, loaded_wall, ([1.0] * 3, [100.0] * 3, [10.5] * 3)),
+                                  _with_rounds(_doc(32.5, 10.0, 100.0), 2, steady, steady), 0.05, 0.5)
+    assert len(fails) == 1 and "0.200x the reference" in fails[0] and "CPU time" not in fails[0]
+    # more work per image shows in CPU time: a regression
+    slower = _with_rounds(_doc(32.5, 22.0, 110.0), 1, loaded_wall, ([1.0] * 3, [100.0] * 3, [16.0] * 3))
+    fails, _ = bm.regression_gate(slower, base, 0.05, 0.5)
+    assert len(fails) == 1 and "latency (CPU time) 0.160x the reference" in fails[0]
+
+
+def test_gate_does_not_compare_latency_across_thread_counts():
+    base = _with_rounds(_doc(32.5, 10.0, 100.0), 1, ([1.0] * 3, [100.0] * 3, [10.0] * 3), ([1.0] * 3, [100.0] * 3, [10.0] * 3))
+    now = _with_rounds(_doc(32.0, 30.0, 60.0), 2, ([1.0] * 3, [60.0] * 3, [30.0] * 3), ([2.0] * 3, [120.0] * 3, [60.0] * 3))
+    fails, notes = bm.regression_gate(now, base, 0.05, 0.5)
+    assert len(fails) == 1 and "PSNR" in fails[0]  # quality is still gated
+    assert notes == ["latency not gated: 2 inference threads here, 1 in the baseline (pass --threads 1)"]
+
+
 def test_interleaved_rounds_cancel_a_slow_spell(monkeypatch):
     """On a fake clock on which every call costs the same and the machine runs 3x slower for a
     stretch, two separately timed passes disagree, while the round-by-round ratio of two
@@ -99,6 +135,7 @@ def test_interleaved_rounds_cancel_a_slow_spell(monkeypatch):
         return lr
 
     monkeypatch.setattr(bm.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(bm.time, "process_time", lambda: clock["t"] / 2)
     images = [bm.BenchImage(f"{m}{i}", m, np.zeros((8 + i, 8)), None) for m in ("ct", "mri") for i in range(5)]
     picked = bm.timing_images(images)
     assert [im.name for im in picked] == ["ct1", "ct2", "mri1", "mri2"]  # the median size and its neighbour
@@ -107,6 +144,8 @@ def test_interleaved_rounds_cancel_a_slow_spell(monkeypatch):
     assert len(a.latency_rounds_ms) == len(b.latency_rounds_ms) == 7
     assert max(a.latency_rounds_ms + b.latency_rounds_ms) == pytest.approx(30.0)  # the spell was timed
     assert bm.paired_ratio(bm.asdict(a), bm.asdict(b)) == pytest.approx(1.0)
+    assert max(a.latency_rounds_cpu_ms) == pytest.approx(15.0)  # the CPU clock is read around the same calls
+    assert bm.paired_ratio(bm.asdict(a), bm.asdict(b), "cpu") == pytest.approx(1.0)
 
 
 def test_cpu_flags_are_known_kernel_flags():

@@ -73,6 +73,7 @@ class Row:
     frd: float | None = None
     per_image_psnr: list = field(default_factory=list)
     latency_rounds_ms: list = field(default_factory=list)  # interleaved pass: one median (ms) per round
+    latency_rounds_cpu_ms: list = field(default_factory=list)  # the same calls in process CPU time (ms)
 
 
 def load_bench_images(data: str | Path, scale: int, split: str | None = None, limit: int | None = None,
@@ -208,10 +209,12 @@ def interleaved_latency(runners: list[tuple[Row, object]], images: list[BenchIma
     """Time every row again in ``rounds`` interleaved rounds. A round warms every row up with one
     untimed call, then runs image after image through every row in turn (the order of the rows
     rotates from image to image and from round to round), and stores each row's median ms over the
-    images in ``row.latency_rounds_ms``. The calls of two rows on one image are next to each other
-    in time, so a slow spell of the machine (another tenant, a frequency drop) slows both alike,
-    and ratios between rows taken round by round (:func:`paired_ratio`) are steady where two
-    separately timed passes are not."""
+    images in ``row.latency_rounds_ms`` (wall clock) and ``row.latency_rounds_cpu_ms`` (CPU time
+    of the process). The calls of two rows on one image are next to each other in time, so a slow
+    spell of the machine (another tenant, a frequency drop) slows both alike, and ratios between
+    rows taken round by round (:func:`paired_ratio`) are steadier than two separately timed
+    passes. With one inference thread the CPU time is the work itself: time the process spends
+    descheduled by other tenants is not in it, which is why the CI gate runs with ``--threads 1``."""
     if not images:
         return
     n = len(runners)
@@ -219,23 +222,43 @@ def interleaved_latency(runners: list[tuple[Row, object]], images: list[BenchIma
         for _, fn in runners:
             fn(images[0].lr)
         times: list[list[float]] = [[] for _ in runners]
+        cpu: list[list[float]] = [[] for _ in runners]
         for i, im in enumerate(images):
             for j in range(n):
                 idx = (j + k + i) % n
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 runners[idx][1](im.lr)
+                cpu[idx].append((time.process_time() - c0) * 1000)
                 times[idx].append((time.perf_counter() - t0) * 1000)
-        for (row, _), t in zip(runners, times):
+        for (row, _), t, c in zip(runners, times, cpu):
             row.latency_rounds_ms.append(round(statistics.median(t), 4))
+            row.latency_rounds_cpu_ms.append(round(statistics.median(c), 4))
 
 
-def paired_ratio(a: dict, b: dict) -> float:
+def paired_ratio(a: dict, b: dict, clock: str = "wall") -> float:
     """Latency of row ``a`` over row ``b`` (JSON rows of one run): the median over rounds of the
-    per-round ratio when both have interleaved rounds, else the ratio of their p50s."""
-    ra, rb = a.get("latency_rounds_ms") or [], b.get("latency_rounds_ms") or []
-    if ra and len(ra) == len(rb):
+    per-round ratio when both have interleaved rounds on ``clock`` ("wall" or "cpu"), else the
+    ratio of their p50s."""
+    field_name = "latency_rounds_cpu_ms" if clock == "cpu" else "latency_rounds_ms"
+    ra, rb = a.get(field_name) or [], b.get(field_name) or []
+    if ra and len(ra) == len(rb) and all(y > 0 for y in rb):
         return statistics.median(x / y for x, y in zip(ra, rb))
     return a["latency_ms_p50"] / b["latency_ms_p50"]
+
+
+def gate_clock(current: dict, baseline: dict) -> str | None:
+    """The clock the gate compares latency ratios on: "cpu" when both runs used one inference
+    thread and timed CPU rounds (descheduling by other tenants then costs nothing), else "wall";
+    None when the runs used different thread counts, whose ratios do not compare (a small model
+    gains less from a second thread than the teacher does)."""
+    def threads(doc: dict):
+        return doc.get("environment", {}).get("threads")
+
+    t_now, t_base = threads(current), threads(baseline)
+    if t_now is not None and t_base is not None and t_now != t_base:
+        return None
+    has_cpu = all(any(r.get("latency_rounds_cpu_ms") for r in doc["rows"]) for doc in (current, baseline))
+    return "cpu" if t_now == 1 and t_base == 1 and has_cpu else "wall"
 
 
 def _add(scorer, image: np.ndarray, real: bool, modality: str) -> None:
@@ -470,8 +493,10 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
 
     PSNR: at most ``max_psnr_drop`` dB below the baseline, every row. Latency of float rows: as a
     ratio to the ``reference`` model's ONNX FP32 row measured in the same run (bicubic if absent;
-    round by round from the interleaved pass where both rows have one, see :func:`paired_ratio`),
-    at most ``max_latency_increase`` above the baseline's ratio, so a slower machine does not fail.
+    round by round from the interleaved pass where both rows have one, see :func:`paired_ratio`,
+    in CPU time where both runs had one inference thread, see :func:`gate_clock`), at most
+    ``max_latency_increase`` above the baseline's ratio, so a slower machine does not fail; not
+    gated (a note) when the two runs used different thread counts.
     Latency of INT8 rows: at most ``max_int8_over_float`` above the same model's float row
     (FP32, else FP16) on the same backend in the same run. An INT8 row's own speed moves between
     processes far more than a float row's (student-x4 INT8 took 4.3 to 7.9 ms per image in
@@ -501,7 +526,13 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
     base_rows = {key(r): r for r in baseline["rows"]}
     ref_now, ref_base = ref_row(current), ref_row(baseline)
     dot_now, dot_base = int8_dot(current), int8_dot(baseline)
+    clock = gate_clock(current, baseline)
+    on = " (CPU time)" if clock == "cpu" else ""
     failures, notes = [], []
+    if clock is None:
+        notes.append(f"latency not gated: {current['environment']['threads']} inference threads here, "
+                     f"{baseline['environment']['threads']} in the baseline (pass --threads "
+                     f"{baseline['environment']['threads']})")
     now_keys = {key(r) for r in current["rows"]}
     for k, b in base_rows.items():  # a row that vanished is a regression, not a pass
         if b["status"] == "ok" and k not in now_keys:
@@ -527,15 +558,15 @@ def regression_gate(current: dict, baseline: dict, max_psnr_drop: float, max_lat
                              f"{'/'.join(dot_now or []) or 'none'}, in the baseline {'/'.join(dot_base or []) or 'none'}")
             elif twin is None:
                 notes.append(f"{label}: latency not gated: no float row of {r['name']} on {r['backend']} in this run")
-            elif (ratio := paired_ratio(r, twin)) > 1 + max_int8_over_float:
-                failures.append(f"{label}: latency {ratio:.2f}x its {twin['precision']} twin's ({r['latency_ms_p50']:.2f} vs "
+            elif (ratio := paired_ratio(r, twin, clock or "wall")) > 1 + max_int8_over_float:
+                failures.append(f"{label}: latency{on} {ratio:.2f}x its {twin['precision']} twin's ({r['latency_ms_p50']:.2f} vs "
                                 f"{twin['latency_ms_p50']:.2f} ms p50), slower by more than {max_int8_over_float:.0%}")
             continue
-        if not (ref_now and ref_base):
+        if not (ref_now and ref_base) or clock is None:
             continue
-        now, then = paired_ratio(r, ref_now), paired_ratio(b, ref_base)
+        now, then = paired_ratio(r, ref_now, clock), paired_ratio(b, ref_base, clock)
         if now > then * (1 + max_latency_increase):
-            failures.append(f"{label}: latency {now:.3f}x the reference, baseline {then:.3f}x (+{(now / then - 1) * 100:.0f}% > {max_latency_increase * 100:.0f}%)")
+            failures.append(f"{label}: latency{on} {now:.3f}x the reference, baseline {then:.3f}x (+{(now / then - 1) * 100:.0f}% > {max_latency_increase * 100:.0f}%)")
     return failures, notes
 
 
