@@ -42,9 +42,10 @@ THREADS_PER_RUN=${THREADS_PER_RUN:-1}
 # check) and student-quality-x4-ft-qate (learned ranges, edge patches; promoted, shipped with its INT8);
 # student-x4-ft3 (L2 fork of the default's L1 run at 19,500 with --edge-patches 0.25: 38.526 dB on the
 # test split against 38.398, but its INT8 refused by the local check: not shipped; next `qat` from it).
-# Live now (fourteenth session on): the CPU teacher (configs/teacher-wide-x4.toml, widened from the
-# default and trained with its recipe, issue 24 item 5) and the default's L1 campaign run.
-RUNS=${RUNS:-"configs/teacher-wide-x4.toml configs/student-x4.toml"}
+# The CPU teacher (configs/teacher-wide-x4.toml, widened from the default; fourteenth and fifteenth
+# sessions) is finished and shipped as teacher-x4. Live now: the x2 pair's v3 retrain
+# (configs/student-x2-v3-prior.toml, then configs/student-x2-v3.toml) and the default's L1 campaign run.
+RUNS=${RUNS:-"configs/student-x2-v3.toml configs/student-x4.toml"}
 
 # Each background run writes campaign/NAME.pid; `stop` and "already running" read those files only,
 # so runs of another checkout on the same machine are never touched.

@@ -31,6 +31,7 @@ from medsr_edge.export.onnx_export import get_metadata
 from medsr_edge.models.checkpoint import read_metadata
 
 WEIGHTS = Path(os.environ.get("MEDSR_EDGE_WEIGHTS") or Path(__file__).resolve().parents[1] / "medsr_edge" / "weights")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def data_sources(data: Path, split: str = "train", trained: dict | None = None) -> list[dict]:
@@ -68,7 +69,7 @@ def bench_rows(bench: dict, name: str) -> list[dict]:
 
 TRAINING_KEYS = ("kind", "stage", "iterations", "wall_time_s", "hardware", "batch", "patch", "lr", "losses", "ema_decay",
                  "teacher", "init", "torch", "degradation", "normalisation", "val_psnr", "val_ssim", "val_psnr_bicubic",
-                 "train_images", "disc", "disc_lr", "body_from", "edge_patches", "int8_aware", "balance", "augment")
+                 "train_images", "disc", "disc_lr", "body_from", "widen_from", "edge_patches", "int8_aware", "balance", "augment")
 
 
 def training(meta: dict) -> dict:
@@ -87,6 +88,22 @@ def perceptual(bench: dict | None, name: str) -> dict | None:
             "rows": {r["name"]: {"fd_vgg16": r.get("fd_vgg16"), "frd": r.get("frd"),
                                  "per_modality": {m: {k: v.get(k) for k in ("fd_vgg16", "frd")} for m, v in r["per_modality"].items()}}
                      for r in bench["rows"] if r["name"] in keep and r["status"] == "ok" and r["format"] in ("-", "onnx")}}
+
+
+def distillation_verdict() -> str:
+    """The equal-iteration distillation ablation (issue 24, item 5) in one sentence, from its two
+    trial files (``benchmarks/promote.py RUN student-x4 --trial``), or why students have no teacher."""
+    arms = {arm: DOCS / "promotions" / f"kd-ablation-{arm}-trial.json" for arm in ("teacher", "ctrl")}
+    if not all(p.is_file() for p in arms.values()):
+        return "The shipped CPU teacher has not been shown to beat the students on held-out sources."
+    kd, ctrl = (json.loads(arms[a].read_text())["candidate"] for a in ("teacher", "ctrl"))
+    diff = kd["held_out"]["gain"] - ctrl["held_out"]["gain"]
+    bar = json.loads(arms["teacher"].read_text())["rule"]["min_held_out_gain_db"]
+    return (f"Distillation from teacher-x4 was measured against an equal-iteration control (1,000 iterations each "
+            f"from the default, `configs/kd-ablation-teacher.toml` and `configs/kd-ablation-ctrl.toml`): held-out "
+            f"{kd['held_out']['gain']:+.3f} dB against {ctrl['held_out']['gain']:+.3f} ({diff:+.3f}; "
+            + ("a win" if diff >= bar else f"under the {bar} dB bar, so no teacher")
+            + f"), test {kd['test']['gain']:+.3f} against {ctrl['test']['gain']:+.3f}")
 
 
 def card(name: str, run: Path, bench: dict, data: Path, init_run: Path | None = None, percep: dict | None = None) -> dict:
@@ -193,11 +210,14 @@ def markdown(c: dict) -> str:
     if t.get("edge_patches"):
         lines.append(f"- Edge-centred patches (`--edge-patches {t['edge_patches']}`): that share of the training patches centred on "
                      "an image's strongest edges (burned-in text, image borders, metal, bone)")
+    if t.get("widen_from"):
+        w = t["widen_from"]
+        lines.append(f"- Started as a function-preserving widening of {w['from']} ({w['from_config']}; `train student "
+                     f"--widen-from`, noise {w['noise']} of each tensor's spread), then trained on with its recipe")
     if t.get("teacher"):
         lines.append(f"- Distilled from: {t['teacher']}")
-    elif t.get("kind") == "student" and t.get("stage") != "gan":
-        lines.append("- Trained on the ground truth alone, with no teacher: the shipped teacher (esrgan-small, CPU-trained) "
-                     "is weaker than this student on the test split, so distilling from it would pull the student down")
+    elif c["name"].startswith("student") and t.get("stage") != "gan":
+        lines.append("- Trained on the ground truth alone, with no teacher. " + distillation_verdict())
     lines += ["", "## Data (training split of ../shared/data)", "", "| modality | folder | origin | licence | images |",
               "|---|---|---|---|---|"]
     lines += [f"| {s['modality']} | {s.get('folder', '')} | {s['source']} | {s['license']} | {s['images']} |"
