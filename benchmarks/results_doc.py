@@ -93,8 +93,9 @@ def provenance(models: list[str]) -> list[str]:
                           if isinstance(v, (int, float)) and v and not k.endswith("teacher"))
         n = init.get("iterations")
         body = (t.get("body_from") or {}).get("from")
+        wide = (t.get("widen_from") or {}).get("from")
         start = ((f"`{init['run']}`" + (f" ({n:,})" if n else "")) if init.get("run") else f"`{t['init']}`" if t.get("init")
-                 else f"the body of `{body}`" if body else "scratch")
+                 else f"the body of `{body}`" if body else f"`{wide}` widened" if wide else "scratch")
         wall = f"{t['wall_time_s'] / 60:.0f} min" if t.get("wall_time_s") else "-"
         out.append(f"| `{m}` | {t.get('kind', '')}{' ' + t['stage'] if t.get('stage') else ''} | {t.get('iterations') or 0:,} | "
                    f"{wall} | {loss or '-'} | {t.get('batch')} x {t.get('patch')} | {t.get('lr') or '-'} | {start} |")
@@ -129,7 +130,7 @@ def main() -> None:
                   f"`docs/bench-heldout-x4.json`: every image of the sources that the leave-source-out protocol "
                   f"holds out ({images(held)}; no shipped model saw them). This is the score that decides "
                   "promotions ([heldout.md](heldout.md), `benchmarks/promote.py`); the test split is a "
-                  "no-regression check.", "", *heldout(held, x4, m4[1:]), ""]
+                  "no-regression check.", "", *heldout(held, x4, m4[1:] + m4[:1]), ""]
     promos = [json.loads(p.read_text()) for p in sorted((DOCS / "promotions").glob("*.json"))]
     if promos:
         lines += ["## Promotions: sources never seen decide", "",
