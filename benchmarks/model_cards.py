@@ -96,9 +96,10 @@ def distillation_verdict() -> str:
     arms = {arm: DOCS / "promotions" / f"kd-ablation-{arm}-trial.json" for arm in ("teacher", "ctrl")}
     if not all(p.is_file() for p in arms.values()):
         return "The shipped CPU teacher has not been shown to beat the students on held-out sources."
-    kd, ctrl = (json.loads(arms[a].read_text())["candidate"] for a in ("teacher", "ctrl"))
+    trial = {arm: json.loads(p.read_text()) for arm, p in arms.items()}
+    kd, ctrl = trial["teacher"]["candidate"], trial["ctrl"]["candidate"]
     diff = kd["held_out"]["gain"] - ctrl["held_out"]["gain"]
-    bar = json.loads(arms["teacher"].read_text())["rule"]["min_held_out_gain_db"]
+    bar = trial["teacher"]["rule"]["min_held_out_gain_db"]
     return (f"Distillation from teacher-x4 was measured against an equal-iteration control (1,000 iterations each "
             f"from the default, `configs/kd-ablation-teacher.toml` and `configs/kd-ablation-ctrl.toml`): held-out "
             f"{kd['held_out']['gain']:+.3f} dB against {ctrl['held_out']['gain']:+.3f} ({diff:+.3f}; "
